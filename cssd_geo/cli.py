@@ -1,0 +1,117 @@
+"""The ``cssd-geo`` command: parse options into a config, call the API, print errors as one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from . import __version__
+from .config import EvaluateConfig, PredictConfig, TrainConfig
+from .errors import CssdError
+from .progress import TqdmProgress
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults_t, defaults_p = TrainConfig(), PredictConfig()
+    p = argparse.ArgumentParser(prog="cssd-geo", description="Few-shot hyperspectral land-cover mapping with CSSD.")
+    p.add_argument("--version", action="version", version=f"cssd-geo {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate}")
+
+    t = sub.add_parser("train", help="train a CSSD model from a scene and labelled fields")
+    t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
+    t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
+    t.add_argument("--class-field", help="attribute holding the class (integer or text); guessed if omitted")
+    t.add_argument("--shots", type=int, default=defaults_t.shots, help="labelled pixels per class (default %(default)s)")
+    t.add_argument("--sampling", choices=["random", "grid"], default=defaults_t.sampling,
+                   help="random pixels, or window centres on a stride grid (default %(default)s)")
+    t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride, help="stride of --sampling grid (default %(default)s)")
+    t.add_argument("--epochs", type=int, default=defaults_t.epochs, help="(default %(default)s)")
+    t.add_argument("--patch", type=int, default=defaults_t.patch, help="odd pooled window side P (default %(default)s)")
+    t.add_argument("--batch-size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
+    t.add_argument("--lr", type=float, default=defaults_t.learning_rate, help="Adam learning rate (default %(default)s)")
+    t.add_argument("--tau", type=float, default=defaults_t.tau, help="distillation temperature (default %(default)s)")
+    t.add_argument("--eps", type=float, default=defaults_t.eps, help="distillation weight 0..1 (default %(default)s)")
+    t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
+    t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
+
+    r = sub.add_parser("predict", help="write the class map of a scene")
+    r.add_argument("model", help="model file written by 'cssd-geo train'")
+    r.add_argument("scene", help="hyperspectral scene with the model's bands")
+    r.add_argument("--tile", type=int, default=defaults_p.tile, help="tile side in pixels (default %(default)s)")
+    r.add_argument("--device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    r.add_argument("--quicklook", metavar="PNG", help="also write a coloured PNG of the map")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing map")
+    r.add_argument("-o", "--output", required=True, help="class map GeoTIFF to write")
+
+    e = sub.add_parser("evaluate", help="accuracy of a class map against reference labels")
+    e.add_argument("map", help="class map written by 'cssd-geo predict'")
+    e.add_argument("--labels", required=True, help="reference vector layer")
+    e.add_argument("--class-field", help="attribute holding the class; guessed if omitted")
+    e.add_argument("--exclude-training", metavar="MODEL", help="leave out the pixels this model was trained on")
+    e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    return p
+
+
+def _run(args: argparse.Namespace, progress: TqdmProgress) -> None:
+    if args.command == "train":
+        from .train import train
+
+        config = TrainConfig(class_field=args.class_field, shots=args.shots, sampling=args.sampling,
+                             grid_stride=args.grid_stride, epochs=args.epochs, patch=args.patch,
+                             batch_size=args.batch_size, learning_rate=args.lr, tau=args.tau, eps=args.eps,
+                             seed=args.seed, device=args.device, overwrite=args.overwrite)
+        train(args.scene, args.labels, args.output, config, progress)
+    elif args.command == "predict":
+        from .engine import predict
+
+        predict(args.model, args.scene, args.output,
+                PredictConfig(tile=args.tile, device=args.device, overwrite=args.overwrite,
+                              quicklook=args.quicklook), progress)
+    else:
+        from .metrics import evaluate
+
+        result = evaluate(args.map, args.labels, EvaluateConfig(args.class_field, args.exclude_training, args.json),
+                          progress)
+        progress.close()
+        print(result.table())
+        if args.exclude_training:
+            print(f"\n{result.excluded_training_pixels} training pixels of {args.exclude_training} left out")
+        if args.json:
+            print(f"metrics written to {args.json}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cssd-geo``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    progress = TqdmProgress(disable=True if args.quiet else None)
+    try:
+        _run(args, progress)
+        return 0
+    except CssdError as exc:
+        progress.close()
+        if args.debug:
+            traceback.print_exc()
+        print(f"cssd-geo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.close()
+        print("cssd-geo: interrupted; nothing was written to the output path", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: still one line unless --debug
+        progress.close()
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"cssd-geo: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback "
+              "and report it)", file=sys.stderr)
+        return 1
+    finally:
+        progress.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Options of the train / predict / evaluate steps, shared by the CLI and the QGIS plugin."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import CssdError
+
+
+@dataclass
+class TrainConfig:
+    """How to train a CSSD model.
+
+    ``patch`` is the side P of the pooled window. It must be odd: an even window has no
+    centre pixel and a flip would move it. The default 11 is the paper's 10 x 10 made odd.
+    ``tau`` softens the auxiliary classifier's output and ``eps`` is its weight in the
+    self-distillation target ``eps * softmax(aux / tau) + (1 - eps) * onehot``.
+    """
+
+    class_field: str | None = None
+    shots: int = 16
+    sampling: str = "random"  # "random": k pixels per class; "grid": centres on a stride grid
+    grid_stride: int = 5
+    epochs: int = 50
+    patch: int = 11
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    tau: float = 2.0
+    eps: float = 0.3
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for an option no run could use."""
+        if self.shots <= 0:
+            raise CssdError(f"--shots {self.shots}: the number of labelled pixels per class must be at least 1")
+        if self.epochs <= 0:
+            raise CssdError(f"--epochs {self.epochs}: train for at least 1 epoch")
+        if self.patch < 3 or self.patch % 2 == 0:
+            raise CssdError(f"--patch {self.patch}: the window side must be odd and at least 3 (e.g. 11)")
+        if self.sampling not in ("random", "grid"):
+            raise CssdError(f"--sampling {self.sampling}: choose 'random' or 'grid'")
+        if self.grid_stride < 1:
+            raise CssdError(f"--grid-stride {self.grid_stride}: the stride must be at least 1")
+        if self.batch_size < 1:
+            raise CssdError(f"--batch-size {self.batch_size}: must be at least 1")
+        if not 0.0 <= self.eps <= 1.0:
+            raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
+        if self.tau <= 0:
+            raise CssdError(f"--tau {self.tau}: the temperature must be positive")
+
+
+@dataclass
+class PredictConfig:
+    """How to predict a class map. ``tile`` is the side of the blocks computed at once;
+    ``quicklook`` names an optional paletted PNG of the map."""
+
+    tile: int = 256
+    device: str = "auto"
+    overwrite: bool = False
+    quicklook: str | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for an option no run could use."""
+        if self.tile < 16:
+            raise CssdError(f"--tile {self.tile}: use a tile side of at least 16 pixels (e.g. 256)")
+
+
+@dataclass
+class EvaluateConfig:
+    """How to compare a class map with reference labels."""
+
+    class_field: str | None = None
+    exclude_training: str | None = None  # path of the model whose training pixels are dropped
+    json_path: str | None = None

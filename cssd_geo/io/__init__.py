@@ -1,0 +1,1 @@
+"""Readers and writers: scenes, vector labels, class maps. Nothing here knows torch."""

@@ -1,0 +1,226 @@
+"""Scenes: GeoTIFF / ENVI / anything GDAL reads, and Zarr, as a lazy (band, y, x) DataArray."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from affine import Affine
+from rasterio.crs import CRS
+
+from ..errors import CssdError
+
+DEFAULT_CHUNK = 512
+
+# Wavelengths are kept in nanometres; these are the unit spellings seen in ENVI headers
+# and GDAL metadata, with the factor that turns them into nm.
+_TO_NM = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0,
+          "micrometer": 1000.0, "microns": 1000.0, "um": 1000.0, "µm": 1000.0,
+          "millimeters": 1e6, "mm": 1e6}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The georeferenced pixel grid of a scene or map."""
+
+    crs: CRS | None
+    transform: Affine
+    height: int
+    width: int
+
+
+def _chunks(chunks: int | dict | None) -> dict:
+    if chunks is None:
+        return {"band": -1, "y": DEFAULT_CHUNK, "x": DEFAULT_CHUNK}
+    if isinstance(chunks, int):
+        return {"band": -1, "y": chunks, "x": chunks}
+    return dict(chunks)
+
+
+def open_scene(path: str | os.PathLike, chunks: int | dict | None = None) -> xr.DataArray:
+    """Open a hyperspectral scene lazily as a Dask-chunked DataArray with dims (band, y, x).
+
+    GeoTIFF, ENVI (plain or gzip-compressed) and every other GDAL raster are read through
+    rasterio; a folder ending in ``.zarr`` is read with xarray (one 3-D variable with a CRS).
+    The result carries CRS, transform and nodata (``da.rio``) and, when the file has them,
+    the coordinates ``band_name`` and ``wavelength`` (nm) along ``band``.
+    ``chunks`` is the spatial chunk side in pixels or a dask chunks mapping.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CssdError(f"{path}: scene file not found; check the path")
+    if _is_zarr(path):
+        da = _open_zarr(path, _chunks(chunks))
+    else:
+        da = _open_gdal(path, _chunks(chunks))
+    if da.sizes["band"] < 1 or da.sizes["y"] < 1 or da.sizes["x"] < 1:
+        raise CssdError(f"{path}: the scene is empty ({dict(da.sizes)}); use a raster with pixels and bands")
+    da.attrs["source"] = path
+    return da
+
+
+def _is_zarr(path: str) -> bool:
+    return path.rstrip("/").endswith(".zarr") or os.path.exists(os.path.join(path, ".zattrs")) \
+        or os.path.exists(os.path.join(path, "zarr.json"))
+
+
+def _open_gdal(path: str, chunks: dict) -> xr.DataArray:
+    import rasterio
+    import rioxarray
+    from rasterio.errors import RasterioIOError
+
+    if os.path.isdir(path):
+        raise CssdError(f"{path}: is a folder, not a raster; give a GeoTIFF/ENVI file or a .zarr store")
+    try:
+        with rasterio.open(path) as ds:
+            names, wavelengths = _band_metadata(ds)
+            nodata = ds.nodata
+        raw = rioxarray.open_rasterio(path, chunks=chunks, masked=False, cache=False,
+                                      lock=False, parse_coordinates=True)
+    except RasterioIOError as exc:
+        raise CssdError(f"{path}: not a raster GDAL can read ({_first_line(exc)}); "
+                        "give a GeoTIFF, ENVI or other GDAL raster") from exc
+    if isinstance(raw, list) or isinstance(raw, xr.Dataset):
+        raise CssdError(f"{path}: holds several subdatasets; open one of them (e.g. NETCDF:file:var)")
+    da = xr.DataArray(raw.data, dims=("band", "y", "x"),
+                      coords={"band": np.arange(1, raw.sizes["band"] + 1), "y": raw["y"].values,
+                              "x": raw["x"].values}, name="scene")
+    if raw.rio.crs is not None:
+        da = da.rio.write_crs(raw.rio.crs)
+    da = da.rio.write_transform(raw.rio.transform(recalc=False))
+    da = _attach_bands(da, names, wavelengths)
+    if nodata is not None:
+        da = da.rio.write_nodata(nodata, encoded=False)
+    return da
+
+
+def _band_metadata(ds) -> tuple[list[str] | None, list[float] | None]:
+    """Band names and wavelengths (nm) from GDAL band descriptions and metadata."""
+    descriptions = list(ds.descriptions)
+    names = [d or f"band {i + 1}" for i, d in enumerate(descriptions)] if any(descriptions) else None
+    global_units = ds.tags().get("wavelength_units")
+    wavelengths: list[float] = []
+    for i in range(1, ds.count + 1):
+        tags = ds.tags(i)
+        value = tags.get("wavelength") or tags.get("WAVELENGTH")
+        units = (tags.get("wavelength_units") or global_units or "nanometers").strip().lower()
+        try:
+            wavelengths.append(float(value) * _TO_NM.get(units, 1.0))
+        except (TypeError, ValueError):
+            wavelengths = []
+            break
+    return names, (wavelengths or None)
+
+
+def _attach_bands(da: xr.DataArray, names, wavelengths) -> xr.DataArray:
+    if names is not None and len(names) == da.sizes["band"]:
+        da = da.assign_coords(band_name=("band", [str(n) for n in names]))
+    if wavelengths is not None and len(wavelengths) == da.sizes["band"]:
+        da = da.assign_coords(wavelength=("band", np.asarray(wavelengths, dtype="float64")))
+    return da
+
+
+def _open_zarr(path: str, chunks: dict) -> xr.DataArray:
+    try:
+        ds = xr.open_zarr(path, decode_coords="all", chunks=None)
+    except Exception as exc:  # zarr raises many types for a store it cannot read
+        raise CssdError(f"{path}: not a readable Zarr store ({_first_line(exc)}); "
+                        "give a store written by cssd-geo or xarray") from exc
+    cubes = [name for name, var in ds.data_vars.items() if var.ndim == 3]
+    if len(cubes) != 1:
+        raise CssdError(f"{path}: a scene store must hold exactly one 3-D variable, found "
+                        f"{cubes or 'none'}; write the cube as the store's only 3-D variable")
+    var = ds[cubes[0]]
+    spatial = [d for d in var.dims if d in ("y", "x", "lat", "lon", "latitude", "longitude")]
+    if len(spatial) != 2:
+        raise CssdError(f"{path}: variable {cubes[0]!r} has dims {var.dims}; expected (band, y, x)")
+    band_dim = next(d for d in var.dims if d not in spatial)
+    var = var.rename({band_dim: "band", spatial[0]: "y", spatial[1]: "x"}).transpose("band", "y", "x")
+    crs = var.rio.crs
+    transform = var.rio.transform(recalc=True)
+    nodata = var.rio.nodata if var.rio.nodata is not None else var.rio.encoded_nodata
+    names = var["band_name"].values.tolist() if "band_name" in var.coords else None
+    wl = var["wavelength"].values.astype("float64").tolist() if "wavelength" in var.coords else None
+    data = var.data
+    import dask.array as dsa
+
+    data = data.rechunk((-1, chunks.get("y", DEFAULT_CHUNK), chunks.get("x", DEFAULT_CHUNK))) \
+        if isinstance(data, dsa.Array) else dsa.from_array(data, chunks=(-1, chunks["y"], chunks["x"]))
+    da = xr.DataArray(data, dims=("band", "y", "x"),
+                      coords={"band": np.arange(1, var.sizes["band"] + 1), "y": var["y"].values,
+                              "x": var["x"].values}, name="scene")
+    if crs is not None:
+        da = da.rio.write_crs(crs)
+    da = da.rio.write_transform(transform)
+    da = _attach_bands(da, names, wl)
+    if nodata is not None:
+        da = da.rio.write_nodata(nodata, encoded=False)
+    return da
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def scene_grid(da: xr.DataArray) -> Grid:
+    """CRS, transform and size of a scene opened by :func:`open_scene`."""
+    return Grid(da.rio.crs, da.rio.transform(recalc=False), int(da.sizes["y"]), int(da.sizes["x"]))
+
+
+def scene_nodata(da: xr.DataArray) -> float | None:
+    """The scene's nodata value, or None."""
+    return da.rio.nodata
+
+
+def band_names(da: xr.DataArray) -> list[str] | None:
+    """Band names when the file has them."""
+    return [str(v) for v in da["band_name"].values] if "band_name" in da.coords else None
+
+
+def band_wavelengths(da: xr.DataArray) -> list[float] | None:
+    """Band centre wavelengths in nm when the file has them."""
+    return [float(v) for v in da["wavelength"].values] if "wavelength" in da.coords else None
+
+
+def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Map indices outside ``0..size-1`` back inside by reflection about the edge pixels.
+
+    This is numpy's ``pad(mode="reflect")``: -1 -> 1, size -> size - 2; it repeats for
+    indices further out, so any halo works on any scene.
+    """
+    index = np.asarray(index)
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    m = np.mod(index, period)
+    return np.where(m < size, m, period - m)
+
+
+def read_block(da: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+    """Read rows ``row0:row1`` and columns ``col0:col1`` as float32 (band, y, x).
+
+    Rows and columns outside the scene are reflected back inside (the scene is
+    reflect-padded), exactly as in training. A pixel that is nodata, NaN or inf in any
+    band becomes NaN in every band.
+    """
+    height, width = int(da.sizes["y"]), int(da.sizes["x"])
+    rows = reflect_index(np.arange(row0, row1), height)
+    cols = reflect_index(np.arange(col0, col1), width)
+    r_lo, r_hi, c_lo, c_hi = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    block = np.asarray(da.data[:, r_lo:r_hi, c_lo:c_hi])
+    block = block[:, rows - r_lo][:, :, cols - c_lo].astype(np.float32, copy=False)
+    return mask_invalid(block, scene_nodata(da))
+
+
+def mask_invalid(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Set every band of a pixel to NaN where any band is nodata or not finite."""
+    bad = ~np.isfinite(block)
+    if nodata is not None and np.isfinite(nodata):
+        bad |= block == np.float32(nodata)
+    invalid = bad.any(axis=0)
+    if invalid.any():
+        block = block.copy() if not block.flags.writeable else block
+        block[:, invalid] = np.nan
+    return block

@@ -1,0 +1,211 @@
+"""Vector labels: read, reproject to the scene, choose the class field, rasterize."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..classes import ClassInfo, make_class_table
+from ..errors import CssdError
+from .scene import Grid
+
+MAX_CLASSES = 1000
+
+
+@dataclass
+class Labels:
+    """Label features in the scene CRS, each with the logit index of its class."""
+
+    path: str
+    frame: "object"  # geopandas.GeoDataFrame with a ``_class_index`` column
+    classes: list[ClassInfo]
+    field: str
+
+
+@dataclass
+class LabelRaster:
+    """Class indices (logit order; -1 = unlabelled) over a window of the scene grid."""
+
+    index: np.ndarray
+    row_off: int
+    col_off: int
+    classes: list[ClassInfo]
+
+    def pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scene rows, scene columns and class indices of every labelled pixel."""
+        r, c = np.nonzero(self.index >= 0)
+        return r + self.row_off, c + self.col_off, self.index[r, c].astype(np.int64)
+
+
+def read_vector(path: str | os.PathLike):
+    """Read a vector layer (shapefile, GeoPackage, GeoJSON, ...) with geopandas/pyogrio."""
+    import geopandas as gpd
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CssdError(f"{path}: labels file not found; check the path")
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio raises DataSourceError and others for unreadable files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CssdError(f"{path}: not a vector layer GDAL can read ({first}); "
+                        "give a shapefile, GeoPackage or GeoJSON") from exc
+    if frame.crs is None:
+        raise CssdError(f"{path}: the layer has no CRS; add one (e.g. a .prj file, or "
+                        "ogr2ogr -a_srs EPSG:XXXX) so labels can be placed on the scene")
+    return frame
+
+
+def read_labels(path: str | os.PathLike, crs, class_field: str | None = None,
+                classes: list[ClassInfo] | None = None) -> Labels:
+    """Read labels, reproject them to ``crs`` and give each feature its class index.
+
+    With ``class_field`` None the one plausible class field is used, else the error lists
+    the fields. ``classes``, when given (evaluation against a map), fixes the class table:
+    features are matched to it by id (integer field) or name (text field).
+    """
+    path = os.fspath(path)
+    frame = read_vector(path)
+    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    if len(frame) == 0:
+        raise CssdError(f"{path}: the layer has no features with a geometry; add labelled polygons or points")
+    field = class_field if class_field is not None else _guess_class_field(path, frame)
+    if field not in frame.columns or field == frame.geometry.name:
+        raise CssdError(f"{path}: no field {field!r}; choose --class-field from: {_field_list(frame)}")
+    frame = frame[frame[field].notna()]
+    ids, names = _class_values(path, frame, field)
+    if classes is None:
+        table = make_class_table(*zip(*sorted(set(zip(ids, names)))))
+        key = {c.id: k for k, c in enumerate(table)}
+        index = np.array([key[i] for i in ids], dtype=np.int64)
+    else:
+        table = list(classes)
+        text = pd.api.types.is_string_dtype(frame[field]) or frame[field].dtype == object
+        key = {(c.name if text else c.id): k for k, c in enumerate(table)}
+        values = names if text else ids
+        index = np.array([key.get(v, -1) for v in values], dtype=np.int64)
+    frame = frame.assign(_class_index=index)
+    if crs is not None and frame.crs != crs:
+        frame = frame.to_crs(crs)
+    return Labels(path, frame, table, field)
+
+
+def _field_list(frame) -> str:
+    cols = [c for c in frame.columns if c != frame.geometry.name]
+    return ", ".join(f"{c} ({frame[c].dtype})" for c in cols) or "(the layer has no attribute fields)"
+
+
+def _integer_like(series: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    if pd.api.types.is_integer_dtype(series):
+        return True
+    if pd.api.types.is_float_dtype(series):
+        values = series.dropna().to_numpy()
+        return values.size > 0 and bool(np.all(values == np.round(values)))
+    return False
+
+
+def _text_like(series: pd.Series) -> bool:
+    values = series.dropna()
+    return len(values) > 0 and bool(values.map(lambda v: isinstance(v, str)).all())
+
+
+def _guess_class_field(path: str, frame) -> str:
+    """The one plausible class field: integer or text with 2..MAX_CLASSES values, not a
+    per-feature identifier. An integer field and a text field that match one to one (id and
+    name of the same classes) count as one, and the integer field is used."""
+    candidates = []
+    for col in frame.columns:
+        if col == frame.geometry.name:
+            continue
+        s = frame[col].dropna()
+        n = s.nunique()
+        if not (_integer_like(s) or _text_like(s)) or not 2 <= n <= MAX_CLASSES:
+            continue
+        if len(frame) > 20 and n == len(frame):  # an identifier, not a class
+            continue
+        candidates.append(col)
+    groups: list[list[str]] = []
+    for col in candidates:
+        for group in groups:
+            if _one_to_one(frame, col, group[0]):
+                group.append(col)
+                break
+        else:
+            groups.append([col])
+    if len(groups) != 1:
+        what = "no field looks like a class field" if not groups else \
+            "several fields could be the class field (" + ", ".join("/".join(g) for g in groups) + ")"
+        raise CssdError(f"{path}: {what}; choose one with --class-field from: {_field_list(frame)}")
+    group = groups[0]
+    ints = [c for c in group if _integer_like(frame[c])]
+    return ints[0] if ints else group[0]
+
+
+def _one_to_one(frame, a: str, b: str) -> bool:
+    pairs = frame[[a, b]].dropna().drop_duplicates()
+    return len(pairs) == pairs[a].nunique() == pairs[b].nunique()
+
+
+def _class_values(path: str, frame, field: str) -> tuple[list[int], list[str]]:
+    """Class id and name of every feature, from an integer or a text field."""
+    series = frame[field]
+    if len(series) == 0:
+        raise CssdError(f"{path}: field {field!r} is empty in every feature; fill in the classes")
+    if _integer_like(series):
+        ids = [int(v) for v in series]
+        partner = _name_partner(frame, field)
+        names = [str(v) for v in frame[partner]] if partner else [f"class {i}" for i in ids]
+        return ids, names
+    if _text_like(series):
+        values = [str(v) for v in series]
+        order = {name: k + 1 for k, name in enumerate(sorted(set(values)))}
+        return [order[v] for v in values], values
+    kinds = sorted({type(v).__name__ for v in series})
+    raise CssdError(f"{path}: field {field!r} holds {', '.join(kinds)} values; a class field must be all "
+                    "integers or all text (fix the values or pick another field)")
+
+
+def _name_partner(frame, field: str) -> str | None:
+    """A text field that names the classes of integer ``field`` one to one, if there is one."""
+    for col in frame.columns:
+        if col not in (field, frame.geometry.name) and _text_like(frame[col]) and _one_to_one(frame, field, col):
+            return col
+    return None
+
+
+def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
+    """Burn the labels onto the scene grid, only over the window that covers them.
+
+    Polygons take the pixels whose centres they contain, points the pixel they fall in.
+    Raises :class:`CssdError` when no label touches the scene.
+    """
+    from rasterio import features, windows
+
+    frame = labels.frame[labels.frame["_class_index"] >= 0]
+    if len(frame) == 0:
+        raise CssdError(f"{labels.path}: no feature has a class of the model/map; check --class-field")
+    left, bottom, right, top = frame.total_bounds
+    full = windows.Window(0, 0, grid.width, grid.height)
+    try:
+        win = windows.from_bounds(left, bottom, right, top, transform=grid.transform)
+        win = win.round_offsets(op="floor").round_lengths(op="ceil")
+        win = windows.Window(win.col_off - 1, win.row_off - 1, win.width + 2, win.height + 2)
+        win = win.intersection(full)
+    except Exception:  # rasterio.errors.WindowError: no overlap
+        win = None
+    if win is None or win.width <= 0 or win.height <= 0:
+        raise CssdError(f"{labels.path}: no label falls inside the scene (labels {tuple(np.round(frame.total_bounds, 1))}, "
+                        f"scene CRS {grid.crs}); use labels that overlap the scene")
+    row_off, col_off = int(win.row_off), int(win.col_off)
+    shape = (int(win.height), int(win.width))
+    index = features.rasterize(
+        ((geom, int(k)) for geom, k in zip(frame.geometry, frame["_class_index"])),
+        out_shape=shape, transform=windows.transform(win, grid.transform), fill=-1, dtype="int32")
+    if not (index >= 0).any():
+        raise CssdError(f"{labels.path}: the labels cover no pixel centre of the scene; "
+                        "use larger polygons, points, or a finer scene")
+    return LabelRaster(index, row_off, col_off, labels.classes)

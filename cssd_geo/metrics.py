@@ -1,0 +1,133 @@
+"""Accuracy of a class map against reference labels: OA, AA, kappa, per class, confusion."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import rasterio
+import rasterio.transform
+from rasterio.windows import Window
+from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
+
+from .classes import ClassInfo
+from .config import EvaluateConfig
+from .errors import CssdError
+from .io.scene import Grid
+from .io.vector import read_labels, rasterize_labels
+from .io.writers import read_class_table
+from .model import read_model_metadata
+from .progress import Progress
+
+
+@dataclass
+class Evaluation:
+    """Agreement of a map with reference labels. Accuracies are fractions in 0..1."""
+
+    overall_accuracy: float
+    average_accuracy: float
+    kappa: float
+    per_class: list[dict]
+    confusion_matrix: list[list[int]]
+    class_ids: list[int]
+    pixels: int
+    excluded_training_pixels: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The JSON document written by ``--json``."""
+        return {"overall_accuracy": self.overall_accuracy, "average_accuracy": self.average_accuracy,
+                "kappa": self.kappa, "per_class": self.per_class, "confusion_matrix": self.confusion_matrix,
+                "class_ids": self.class_ids, "pixels": self.pixels,
+                "excluded_training_pixels": self.excluded_training_pixels, **self.extra}
+
+    def table(self) -> str:
+        """A plain-text report: summary figures, per-class accuracy, confusion matrix."""
+        lines = [f"pixels evaluated   {self.pixels}",
+                 f"overall accuracy   {100 * self.overall_accuracy:6.2f} %",
+                 f"average accuracy   {100 * self.average_accuracy:6.2f} %",
+                 f"kappa              {self.kappa:6.4f}", "",
+                 f"{'id':>5}  {'class':<30} {'accuracy':>9} {'pixels':>8}"]
+        for c in self.per_class:
+            acc = "-" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f} %"
+            lines.append(f"{c['id']:>5}  {c['name'][:30]:<30} {acc:>9} {c['support']:>8}")
+        lines += ["", "confusion matrix (rows: reference, columns: map; class ids)",
+                  "      " + " ".join(f"{i:>6}" for i in self.class_ids)]
+        lines += [f"{i:>6}" + " ".join(f"{v:>6}" for v in row) for i, row in zip(self.class_ids, self.confusion_matrix)]
+        return "\n".join(lines)
+
+
+def compute_metrics(reference: np.ndarray, predicted: np.ndarray, classes: list[ClassInfo]) -> Evaluation:
+    """OA, AA (mean of per-class accuracies over classes present), Cohen's kappa, confusion."""
+    if reference.size == 0:
+        raise CssdError("no labelled pixel overlaps a valid map pixel; check that labels and map cover the same area")
+    ids = [c.id for c in classes]
+    cm = confusion_matrix(reference, predicted, labels=ids)
+    support = cm.sum(axis=1)
+    per_class = []
+    for k, c in enumerate(classes):
+        acc = float(cm[k, k] / support[k]) if support[k] else None
+        per_class.append({"id": c.id, "name": c.name, "accuracy": acc, "support": int(support[k])})
+    present = [p["accuracy"] for p in per_class if p["accuracy"] is not None]
+    return Evaluation(overall_accuracy=float(accuracy_score(reference, predicted)),
+                      average_accuracy=float(np.mean(present)),
+                      kappa=float(cohen_kappa_score(reference, predicted, labels=ids)),
+                      per_class=per_class, confusion_matrix=cm.tolist(), class_ids=ids, pixels=int(reference.size))
+
+
+def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: EvaluateConfig | None = None,
+             progress: Progress | None = None) -> Evaluation:
+    """Compare a class map with reference labels (rasterised on the map's grid)."""
+    config = config or EvaluateConfig()
+    progress = progress or Progress()
+    map_path = os.fspath(map_path)
+    if not os.path.exists(map_path):
+        raise CssdError(f"{map_path}: map file not found; check the path")
+    try:
+        with rasterio.open(map_path) as ds:
+            grid = Grid(ds.crs, ds.transform, ds.height, ds.width)
+            nodata = ds.nodata
+    except rasterio.errors.RasterioIOError as exc:
+        raise CssdError(f"{map_path}: not a raster GDAL can read; give a map written by 'cssd-geo predict'") from exc
+    classes = read_class_table(map_path)
+    if not classes:
+        raise CssdError(f"{map_path}: has no class table (no cssd-geo tags or colour table); give a map "
+                        "written by 'cssd-geo predict'")
+    table = read_labels(labels, grid.crs, config.class_field, classes=classes)
+    unknown = int((table.frame["_class_index"] < 0).sum())
+    if unknown:
+        progress.message(f"{unknown} label features have classes the map does not know; they were left out")
+    raster = rasterize_labels(table, grid)
+    h, w = raster.index.shape
+    with rasterio.open(map_path) as ds:
+        predicted = ds.read(1, window=Window(raster.col_off, raster.row_off, w, h))
+    mask = raster.index >= 0
+    if nodata is not None:
+        mask &= predicted != nodata
+    excluded = 0
+    if config.exclude_training:
+        mask, excluded = _drop_training(mask, raster.row_off, raster.col_off, grid, config.exclude_training)
+    lookup = np.array([c.id for c in classes])
+    result = compute_metrics(lookup[raster.index[mask]], predicted[mask].astype(np.int64), classes)
+    result.excluded_training_pixels = excluded
+    if config.json_path:
+        with open(config.json_path, "w", encoding="utf-8") as f:
+            json.dump(result.to_json(), f, indent=2)
+    return result
+
+
+def _drop_training(mask: np.ndarray, row_off: int, col_off: int, grid: Grid, model_path: str) -> tuple[np.ndarray, int]:
+    """Remove the model's training pixels (stored as map coordinates) from ``mask``."""
+    pixels = read_model_metadata(model_path).get("training_pixels") or {}
+    xs, ys = np.asarray(pixels.get("x", []), float), np.asarray(pixels.get("y", []), float)
+    if xs.size == 0:
+        return mask, 0
+    rows, cols = rasterio.transform.rowcol(grid.transform, xs, ys)
+    rows = np.asarray(rows, dtype=np.int64) - row_off
+    cols = np.asarray(cols, dtype=np.int64) - col_off
+    inside = (rows >= 0) & (rows < mask.shape[0]) & (cols >= 0) & (cols < mask.shape[1])
+    mask = mask.copy()
+    before = int(mask.sum())
+    mask[rows[inside], cols[inside]] = False
+    return mask, before - int(mask.sum())

@@ -1,0 +1,160 @@
+"""The layers of CSSD. Every spatial layer declares its receptive ``radius`` (pixels it
+reads on each side) computed from its own definition, so the model's reach is derived,
+never typed by hand. Spatial layers use no padding: a window never sees artificial zeros."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+def conv_radius(conv: nn.Conv2d) -> int:
+    """Receptive radius of an unpadded square 2-D convolution."""
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    return (k - 1) // 2 * d
+
+
+class SpectralExtractor(nn.Module):
+    """SpeFE: each pixel's spectrum -> BatchNorm -> dilated 1-D conv (kernel 3, dilation 3,
+    64 channels) -> ReLU -> wide grouped 1-D conv (64 groups, kernel L = floor(S/3), stride L,
+    so three non-overlapping spectral segments) -> BatchNorm -> ReLU -> mean over the segments
+    -> a 256-d embedding. Works on pixels one by one, so it adds nothing to the receptive
+    radius.
+
+    Both convolutions are computed as matrix products (the same arithmetic as
+    ``F.conv1d``, see :meth:`reference`) over chunks of ``chunk`` pixels: the 64 x S
+    intermediate is the largest tensor of the whole model, and small chunks keep it in
+    reused memory instead of fresh pages, several times faster on a CPU.
+    """
+
+    radius = 0
+
+    def __init__(self, bands: int, channels: int = 64, embed: int = 256, chunk: int = 128) -> None:
+        super().__init__()
+        if embed % channels:
+            raise ValueError("embed must be a multiple of channels")
+        self.bands, self.channels, self.embed, self.chunk = bands, channels, embed, chunk
+        self.wide = max(1, bands // 3)
+        self.segments = bands // self.wide
+        # No learnable affine: a scale and shift of the input are already in the dilated
+        # conv's weights and bias, and without them no gradient flows back to the input.
+        self.bn_in = nn.BatchNorm1d(1, affine=False)
+        # conv1d weight layouts: dilated [channels, 1, 3], wide [embed, 1, wide] (groups=channels)
+        self.dilated_weight = nn.Parameter(torch.empty(channels, 1, 3))
+        self.dilated_bias = nn.Parameter(torch.empty(channels))
+        self.wide_weight = nn.Parameter(torch.empty(embed, 1, self.wide))
+        self.wide_bias = nn.Parameter(torch.empty(embed))
+        self.bn_out = nn.BatchNorm1d(embed)
+        for w, b in ((self.dilated_weight, self.dilated_bias), (self.wide_weight, self.wide_bias)):
+            nn.init.kaiming_uniform_(w, a=5 ** 0.5)  # nn.Conv1d's default initialisation
+            bound = 1 / w[0].numel() ** 0.5
+            nn.init.uniform_(b, -bound, bound)
+
+    def _convolve(self, z: torch.Tensor) -> torch.Tensor:
+        """Both convolutions on [n, S] standardised spectra -> [n * segments, embed]."""
+        n, c, used = z.shape[0], self.channels, self.segments * self.wide
+        padded = F.pad(z, (3, 3))
+        taps = torch.stack([padded[:, 0:used], padded[:, 3:used + 3], padded[:, 6:used + 6]]).reshape(3, -1)
+        hidden = torch.addmm(self.dilated_bias.view(-1, 1), self.dilated_weight.view(c, 3), taps).relu_()
+        per_group = self.embed // c
+        weight = self.wide_weight.view(c, per_group, self.wide).transpose(1, 2)  # [c, wide, per_group]
+        out = torch.bmm(hidden.view(c, n * self.segments, self.wide), weight)  # [c, n*seg, per_group]
+        return out.transpose(0, 1).reshape(n * self.segments, self.embed) + self.wide_bias
+
+    def forward(self, spectra: torch.Tensor) -> torch.Tensor:
+        """[N, S] spectra -> [N, embed]."""
+        z = self.bn_in(spectra.unsqueeze(1)).squeeze(1)
+        if torch.is_grad_enabled():
+            # recompute each chunk in the backward pass instead of keeping the 64 x S
+            # intermediate of every pixel: less memory, and the chunk stays in cache
+            parts = [checkpoint(self._convolve, part, use_reentrant=False) for part in z.split(self.chunk)]
+        else:
+            parts = [self._convolve(part) for part in z.split(self.chunk)]
+        x = torch.cat(parts) if parts else z.new_zeros(0, self.embed)
+        # BatchNorm over pixels and segments alike, on a 2-D [N * segments, embed] layout.
+        return F.relu(self.bn_out(x)).view(-1, self.segments, self.embed).mean(dim=1)
+
+    def reference(self, spectra: torch.Tensor) -> torch.Tensor:
+        """The same layer written with ``F.conv1d`` (slower; for checking :meth:`forward`)."""
+        x = self.bn_in(spectra.unsqueeze(1))
+        x = F.relu(F.conv1d(x, self.dilated_weight, self.dilated_bias, dilation=3, padding=3))
+        x = F.conv1d(x, self.wide_weight, self.wide_bias, stride=self.wide, groups=self.channels)
+        return F.relu(self.bn_out(x)).mean(dim=-1)  # BatchNorm1d on [N, embed, segments]: same statistics
+
+
+class SpectralRefiner(nn.Module):
+    """SpeFR: grey-scale dilation of the feature map by a learnable ``size`` x ``size``
+    structuring element (sigmoid of a parameter), applied ``depth`` times in a row (deep
+    dilation); each dilated block is gated by a 1x1 convolution + sigmoid attention and the
+    blocks are merged by an element-wise max."""
+
+    def __init__(self, channels: int = 256, size: int = 3, depth: int = 2) -> None:
+        super().__init__()
+        if size % 2 == 0:
+            raise ValueError("the structuring element side must be odd")
+        self.size = size
+        self.structuring = nn.Parameter(torch.zeros(size, size))
+        self.attention = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(depth))
+        self.radius = depth * (size // 2)
+
+    def dilate(self, x: torch.Tensor) -> torch.Tensor:
+        """One unpadded grey-scale dilation: max over the element of x(p + q) + s(q)."""
+        s = torch.sigmoid(self.structuring)
+        k = self.size
+        h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+        out = None
+        for dy in range(k):
+            for dx in range(k):
+                term = x[..., dy:dy + h, dx:dx + w] + s[dy, dx]
+                out = term if out is None else torch.maximum(out, term)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = []
+        for gate in self.attention:
+            x = self.dilate(x)
+            blocks.append(x * torch.sigmoid(gate(x)))
+        h, w = blocks[-1].shape[-2:]
+        merged = None
+        for b in blocks:
+            oy, ox = (b.shape[-2] - h) // 2, (b.shape[-1] - w) // 2
+            b = b[..., oy:oy + h, ox:ox + w]
+            merged = b if merged is None else torch.maximum(merged, b)
+        return merged
+
+
+class SpatialExtractor(nn.Module):
+    """SpaFE: unpadded 3x3 convolution 256 -> 64, BatchNorm, ReLU."""
+
+    def __init__(self, channels: int = 256, out: int = 64) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out, 3)
+        self.bn = nn.BatchNorm2d(out)
+        self.radius = conv_radius(self.conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+def spectral_aware_pool(features: torch.Tensor, logits: torch.Tensor, patch: int) -> torch.Tensor:
+    """SAP: at every pixel, the mean of the class logits over the ``patch`` x ``patch``
+    neighbourhood weighted by the cosine similarity of each neighbour's spectral feature to
+    the centre pixel's (negative similarities count as 0).
+
+    ``features`` [B, C, H, W] and ``logits`` [B, K, H, W] are aligned; the result is
+    [B, K, H - patch + 1, W - patch + 1]. On a patch-sized input it is the pooled logits of
+    the window; on a tile it is that, for every pixel at once.
+    """
+    unit = F.normalize(features, dim=1, eps=1e-8)
+    h, w = logits.shape[-2] - patch + 1, logits.shape[-1] - patch + 1
+    p = patch // 2
+    centre = unit[..., p:p + h, p:p + w]
+    num = torch.zeros(logits.shape[0], logits.shape[1], h, w, dtype=logits.dtype, device=logits.device)
+    den = torch.zeros(logits.shape[0], 1, h, w, dtype=logits.dtype, device=logits.device)
+    for dy in range(patch):
+        for dx in range(patch):
+            weight = (unit[..., dy:dy + h, dx:dx + w] * centre).sum(1, keepdim=True).clamp_min(0)
+            num = num + weight * logits[..., dy:dy + h, dx:dx + w]
+            den = den + weight
+    return num / (den + 1e-6)

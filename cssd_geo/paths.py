@@ -1,0 +1,22 @@
+"""Checks on output paths before long work starts, so a run never fails at its very end."""
+from __future__ import annotations
+
+import os
+
+from .errors import CssdError
+
+
+def check_output(path: str | os.PathLike, overwrite: bool, inputs: tuple = ()) -> str:
+    """Refuse an output path that cannot or must not be written; return it as a string."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    for other in inputs:
+        if other is not None and os.path.abspath(os.fspath(other)) == os.path.abspath(path):
+            raise CssdError(f"{path}: the output path is also an input; write to another file")
+    if not os.path.isdir(folder):
+        raise CssdError(f"{path}: the folder {folder} does not exist; create it or choose another output path")
+    if not os.access(folder, os.W_OK):
+        raise CssdError(f"{path}: the folder {folder} is not writable; choose another output path")
+    if os.path.exists(path) and not overwrite:
+        raise CssdError(f"{path}: already exists; pass --overwrite to replace it or choose another path")
+    return path

@@ -1,0 +1,64 @@
+"""One small protocol through which long work reports progress and checks cancellation.
+
+The library calls a :class:`Progress`; the CLI renders it with tqdm (:class:`TqdmProgress`),
+QGIS with its feedback object. The base class is silent and never cancels.
+"""
+from __future__ import annotations
+
+import sys
+
+from .errors import Cancelled
+
+
+class Progress:
+    """Receiver of progress events. Subclass and override what you want to show."""
+
+    def stage(self, name: str, total: int) -> None:
+        """A stage of ``total`` steps named ``name`` begins."""
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        """``steps`` more steps of the current stage are done; ``note`` is a short status."""
+
+    def message(self, text: str) -> None:
+        """Something the user should read (a warning or a summary line)."""
+
+    def cancelled(self) -> bool:
+        """True when the user asked to stop; the library then raises :class:`Cancelled`."""
+        return False
+
+    def check(self, what: str = "the run") -> None:
+        """Raise :class:`Cancelled` if the user asked to stop."""
+        if self.cancelled():
+            raise Cancelled(what)
+
+
+class TqdmProgress(Progress):
+    """Renders stages as tqdm bars on stderr and messages as lines."""
+
+    def __init__(self, disable: bool | None = None) -> None:
+        self._bar = None
+        self._disable = disable
+
+    def stage(self, name: str, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.close()
+        self._bar = tqdm(total=total, desc=name, unit="step", file=sys.stderr,
+                         disable=self._disable, dynamic_ncols=True)
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        if self._bar is not None:
+            if note:
+                self._bar.set_postfix_str(note, refresh=False)
+            self._bar.update(steps)
+
+    def message(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,112 @@
+"""The cssd-geo command end to end on a tiny scene, and its errors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from cssd_geo import cli
+from tests.conftest import CRS, make_cube, write_scene
+
+FAST = ["--epochs", "15", "--shots", "8", "--patch", "5", "--seed", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def trained(small_scene, tmp_path):
+    scene, labels, cube = small_scene
+    model = tmp_path / "model.cssd"
+    assert cli.main(["--quiet", "train", scene, "--labels", labels, "-o", str(model), *FAST]) == 0
+    return scene, labels, cube, model
+
+
+def test_train_predict_evaluate(trained, tmp_path, capsys):
+    scene, labels, cube, model = trained
+    out = tmp_path / "landcover.tif"
+    png = tmp_path / "quick.png"
+    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out), "--tile", "16", "--quicklook", str(png)]) == 0
+    with rasterio.open(png) as q:
+        assert q.driver == "PNG" and (q.width, q.height) == (42, 36) and q.colormap(1)[2][:3] == (255, 127, 14)
+    with rasterio.open(scene) as src, rasterio.open(out) as m:
+        assert m.crs == src.crs and m.crs.to_string() == CRS
+        assert m.transform == src.transform and (m.width, m.height) == (src.width, src.height)
+        assert m.count == 1 and m.dtypes[0] == "uint8" and m.nodata == 0
+        assert m.profile["tiled"] and m.compression is not None
+        cmap = m.colormap(1)
+        assert {1, 2, 3} <= set(cmap) and cmap[0][3] == 0
+        assert m.tags(1)["CLASS_2"] == "tree"
+        classes = json.loads(m.tags()["CSSD_CLASSES"])
+        assert [c["name"] for c in classes] == ["roof", "tree", "water"]
+        values = set(np.unique(m.read(1)))
+    assert values <= {1, 2, 3}
+    assert (tmp_path / "landcover.qml").read_text().count("paletteEntry") == 3
+    metrics = tmp_path / "metrics.json"
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out), "--labels", labels, "--exclude-training", str(model),
+                     "--json", str(metrics)]) == 0
+    printed = capsys.readouterr().out
+    assert "overall accuracy" in printed and "kappa" in printed
+    result = json.loads(metrics.read_text())
+    for key in ("overall_accuracy", "average_accuracy", "kappa", "per_class", "confusion_matrix"):
+        assert key in result
+    assert 0 <= result["overall_accuracy"] <= 1 and 0 <= result["average_accuracy"] <= 1
+    assert result["excluded_training_pixels"] == 24  # 8 shots x 3 classes
+    assert np.sum(result["confusion_matrix"]) == result["pixels"]
+    assert result["overall_accuracy"] > 0.8  # three well separated spectra
+
+
+def test_band_mismatch_is_refused(trained, tmp_path, capsys):
+    scene, labels, cube, model = trained
+    other = write_scene(tmp_path / "other.tif", make_cube(36, 42, 10))
+    capsys.readouterr()
+    assert cli.main(["predict", str(model), other, "-o", str(tmp_path / "x.tif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has 10 bands" in err and "12" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "x.tif").exists()
+    shifted = tmp_path / "shifted.tif"
+    write_scene(shifted, cube)
+    with rasterio.open(shifted, "r+") as ds:
+        ds.update_tags(5, wavelength="900")
+    assert cli.main(["predict", str(model), str(shifted), "-o", str(tmp_path / "y.tif")]) == 2
+    assert "band 5 is at 900.0 nm" in capsys.readouterr().err
+
+
+def test_existing_output_needs_overwrite(trained, tmp_path, capsys):
+    scene, labels, cube, model = trained
+    out = tmp_path / "m.tif"
+    out.write_text("keep me")
+    assert cli.main(["predict", str(model), scene, "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
+def test_failed_prediction_leaves_nothing(trained, tmp_path, monkeypatch):
+    scene, labels, cube, model = trained
+    from cssd_geo import engine
+
+    calls = {"n": 0}
+    real = engine.predict_tile
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "predict_tile", failing)
+    out_dir = tmp_path / "maps"
+    out_dir.mkdir()
+    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out_dir / "m.tif"), "--tile", "16"]) == 130
+    assert os.listdir(out_dir) == []
+
+
+def test_console_script_errors_are_one_line(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "cssd-geo")
+    proc = subprocess.run([exe, "train", str(tmp_path / "missing.tif"), "--labels", "x.shp", "-o",
+                           str(tmp_path / "m.cssd")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "missing.tif" in proc.stderr and "not found" in proc.stderr and "Traceback" not in proc.stderr

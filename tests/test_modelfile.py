@@ -1,0 +1,72 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import cssd_geo
+from cssd_geo.classes import ClassInfo
+from cssd_geo.errors import CssdError
+from cssd_geo.model import CSSD, save_model
+from cssd_geo.model.modelfile import read_model_metadata
+
+
+def make_model():
+    classes = [ClassInfo(3, "roof", (255, 0, 0)), ClassInfo(7, "tree", (0, 255, 0))]
+    model = CSSD(8, 2, patch=5, tau=3.0, eps=0.2, classes=classes)
+    model.set_normalisation(np.arange(8, dtype=np.float32), np.ones(8, dtype=np.float32) * 2)
+    return model.eval()
+
+
+def test_round_trip(tmp_path):
+    model = make_model()
+    path = tmp_path / "m.cssd"
+    save_model(model, path, {"band_names": [f"b{i}" for i in range(8)], "wavelengths": None})
+    loaded = cssd_geo.load_model(path)
+    assert not loaded.training
+    assert loaded.window == model.window == 5 + 2 * model.radius
+    assert [c.id for c in loaded.classes] == [3, 7]
+    assert loaded.classes[1]["name"] == "tree" and loaded.classes[1].color == (0, 255, 0)
+    assert loaded.tau == 3.0 and loaded.eps == 0.2
+    assert loaded.metadata["band_names"][2] == "b2"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    x = torch.randn(2, 8, model.window, model.window)
+    assert torch.allclose(model(x), loaded(x))
+    assert not [f for f in os.listdir(tmp_path) if f != "m.cssd"], "no temporary file left"
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.cssd"
+    with open(path, "wb") as f:
+        pickle.dump({"state": _Exploit(marker)}, f)
+    with pytest.raises(CssdError, match="not a cssd-geo model file"):
+        cssd_geo.load_model(path)
+    assert not marker.exists()
+    torch_file = tmp_path / "torch.cssd"
+    torch.save(make_model().state_dict(), torch_file)
+    with pytest.raises(CssdError, match="not a cssd-geo model file"):
+        cssd_geo.load_model(torch_file)
+
+
+def test_incompatible_version_is_explained(tmp_path):
+    from safetensors.torch import save_file
+    import json
+
+    path = tmp_path / "future.cssd"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"cssd_geo": json.dumps(
+        {"format": "cssd-geo-model", "format_version": 99, "package_version": "9.0"})})
+    with pytest.raises(CssdError, match="format version 99"):
+        read_model_metadata(path)
+    with pytest.raises(CssdError, match="not found"):
+        cssd_geo.load_model(tmp_path / "missing.cssd")

@@ -1,7 +1,6 @@
 """Training: labels -> few-shot samples -> windows -> the self-distillation loop -> model file."""
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -14,15 +13,12 @@ import xarray as xr
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import CssdError
-from .io.scene import band_names, band_wavelengths, open_scene, scene_grid, scene_nodata
+from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
 from .io.vector import LabelRaster, read_labels, rasterize_labels
 from .model import CSSD, distillation_loss, save_model
 from .paths import check_output
 from .progress import Progress
 from .sampling import Samples, draw_shots, window_pixels
-
-STATS_PIXELS = 1_000_000  # at most this many pixels (a regular subsample) give the band statistics
-
 
 @dataclass
 class TrainResult:
@@ -33,41 +29,6 @@ class TrainResult:
     class_field: str
     final_loss: float
     seconds: float
-
-
-def _valid(data, nodata: float | None):
-    """Dask mask (y, x): True where every band is finite and not nodata."""
-    import dask.array as dsa
-
-    ok = dsa.isfinite(data) if np.issubdtype(data.dtype, np.floating) else dsa.ones(data.shape, bool, chunks=data.chunks)
-    if nodata is not None and np.isfinite(nodata):
-        ok = ok & (data != nodata)
-    return ok.all(axis=0)
-
-
-def valid_mask(scene: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
-    """True where a pixel of the window has finite, non-nodata values in every band."""
-    return np.asarray(_valid(scene.data[:, row0:row1, col0:col1], scene_nodata(scene)))
-
-
-def band_statistics(scene: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and standard deviation over valid pixels (a regular subsample of at most
-    :data:`STATS_PIXELS` pixels on large scenes)."""
-    import dask
-
-    step = max(1, math.ceil(math.sqrt(scene.sizes["y"] * scene.sizes["x"] / STATS_PIXELS)))
-    data = scene.data[:, ::step, ::step]
-    ok = _valid(data, scene_nodata(scene))
-    import dask.array as dsa
-
-    masked = dsa.where(ok, data.astype("float64"), 0.0)
-    count, total, square = dask.compute(ok.sum(), masked.sum(axis=(1, 2)), (masked * masked).sum(axis=(1, 2)))
-    if count == 0:
-        raise CssdError(f"{scene.attrs.get('source', 'scene')}: every pixel is nodata or not finite; "
-                        "check the scene's nodata value")
-    mean = total / count
-    std = np.sqrt(np.maximum(square / count - mean * mean, 0.0))
-    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def train(scene: str | os.PathLike | xr.DataArray, labels: str | os.PathLike, output: str | os.PathLike,
@@ -148,6 +109,16 @@ def fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: torc
     features are gathered into windows (SpeFE works pixel by pixel, so this is exact).
     """
     generator = torch.Generator().manual_seed(config.seed)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # same seed, same model (on CPU)
+    try:
+        return _fit(model, spectra, windows, targets, config, device, progress, generator)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
+         device: torch.device, progress: Progress, generator: torch.Generator) -> float:
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=5)

@@ -110,3 +110,17 @@ def test_console_script_errors_are_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "missing.tif" in proc.stderr and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_training_is_repeatable_with_a_seed(trained, tmp_path):
+    import torch
+
+    import cssd_geo
+
+    scene, labels, cube, model = trained
+    again = tmp_path / "again.cssd"
+    assert cli.main(["--quiet", "train", scene, "--labels", labels, "-o", str(again), *FAST]) == 0
+    a, b = cssd_geo.load_model(model), cssd_geo.load_model(again)
+    assert a.metadata["training_pixels"] == b.metadata["training_pixels"]
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key

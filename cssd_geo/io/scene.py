@@ -1,6 +1,7 @@
 """Scenes: GeoTIFF / ENVI / anything GDAL reads, and Zarr, as a lazy (band, y, x) DataArray."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from rasterio.crs import CRS
 from ..errors import CssdError
 
 DEFAULT_CHUNK = 512
+STATS_PIXELS = 1_000_000  # band statistics come from at most this many pixels
 
 # Wavelengths are kept in nanometres; these are the unit spellings seen in ENVI headers
 # and GDAL metadata, with the factor that turns them into nm.
@@ -214,13 +216,42 @@ def read_block(da: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> 
     return mask_invalid(block, scene_nodata(da))
 
 
+def valid_pixels(data, nodata: float | None):
+    """(y, x) mask of pixels finite and not nodata in every band, for a numpy or dask
+    (band, y, x) array (the result is of the same kind)."""
+    ok = np.isfinite(data)
+    if nodata is not None and np.isfinite(nodata):
+        ok = ok & (data != nodata)
+    return ok.all(axis=0)
+
+
 def mask_invalid(block: np.ndarray, nodata: float | None) -> np.ndarray:
     """Set every band of a pixel to NaN where any band is nodata or not finite."""
-    bad = ~np.isfinite(block)
-    if nodata is not None and np.isfinite(nodata):
-        bad |= block == np.float32(nodata)
-    invalid = bad.any(axis=0)
+    invalid = ~valid_pixels(block, nodata)
     if invalid.any():
-        block = block.copy() if not block.flags.writeable else block
         block[:, invalid] = np.nan
     return block
+
+
+def valid_mask(scene: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+    """True where a pixel of the window is valid in every band (see :func:`valid_pixels`)."""
+    return np.asarray(valid_pixels(scene.data[:, row0:row1, col0:col1], scene_nodata(scene)))
+
+
+def band_statistics(scene: xr.DataArray, max_pixels: int = STATS_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation over valid pixels, from a regular subsample of
+    at most ``max_pixels`` pixels on large scenes; computed block by block with dask."""
+    import dask
+    import dask.array as dsa
+
+    step = max(1, math.ceil(math.sqrt(scene.sizes["y"] * scene.sizes["x"] / max_pixels)))
+    data = scene.data[:, ::step, ::step]
+    ok = valid_pixels(data, scene_nodata(scene))
+    masked = dsa.where(ok, data.astype("float64"), 0.0)
+    count, total, square = dask.compute(ok.sum(), masked.sum(axis=(1, 2)), (masked * masked).sum(axis=(1, 2)))
+    if count == 0:
+        raise CssdError(f"{scene.attrs.get('source', 'scene')}: every pixel is nodata or not finite; "
+                        "check the scene's nodata value")
+    mean = total / count
+    std = np.sqrt(np.maximum(square / count - mean * mean, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)

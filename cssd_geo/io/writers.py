@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from ..classes import ClassInfo, classes_from_json, classes_to_json
@@ -131,10 +133,12 @@ def write_quicklook(map_path: str, png_path: str) -> None:
         cmap = src.colormap(1)
     if data.dtype != np.uint8:
         raise CssdError(f"{map_path}: a quicklook needs a map with at most 255 classes")
-    with rasterio.open(png_path, "w", driver="PNG", width=data.shape[1], height=data.shape[0],
-                       count=1, dtype="uint8") as dst:
-        dst.write(data, 1)
-        dst.write_colormap(1, cmap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture, not a raster
+        with rasterio.open(png_path, "w", driver="PNG", width=data.shape[1], height=data.shape[0],
+                           count=1, dtype="uint8") as dst:
+            dst.write(data, 1)
+            dst.write_colormap(1, cmap)
     aux = png_path + ".aux.xml"
     if os.path.exists(aux):
         os.unlink(aux)

@@ -41,11 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="write the class map of a scene")
     r.add_argument("model", help="model file written by 'cssd-geo train'")
     r.add_argument("scene", help="hyperspectral scene with the model's bands")
-    r.add_argument("--tile", type=int, default=defaults_p.tile, help="tile side in pixels (default %(default)s)")
+    r.add_argument("--chunk", type=int, default=defaults_p.chunk,
+                   help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
     r.add_argument("--device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    r.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=defaults_p.precision,
+                   help="arithmetic on CUDA (default %(default)s)")
+    r.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler")
+    r.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
+    r.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.tif")
+    r.add_argument("--confidence", action="store_true", help="also write NAME_confidence.tif")
     r.add_argument("--quicklook", metavar="PNG", help="also write a coloured PNG of the map")
     r.add_argument("--overwrite", action="store_true", help="replace an existing map")
-    r.add_argument("-o", "--output", required=True, help="class map GeoTIFF to write")
+    r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
 
     e = sub.add_parser("evaluate", help="accuracy of a class map against reference labels")
     e.add_argument("map", help="class map written by 'cssd-geo predict'")
@@ -69,8 +76,9 @@ def _run(args: argparse.Namespace, progress: TqdmProgress) -> None:
         from .engine import predict
 
         predict(args.model, args.scene, args.output,
-                PredictConfig(tile=args.tile, device=args.device, overwrite=args.overwrite,
-                              quicklook=args.quicklook), progress)
+                PredictConfig(chunk=args.chunk, device=args.device, precision=args.precision,
+                              scheduler=args.scheduler, cog=args.cog, probabilities=args.probabilities,
+                              confidence=args.confidence, overwrite=args.overwrite, quicklook=args.quicklook), progress)
     else:
         from .metrics import evaluate
 

@@ -52,18 +52,31 @@ class TrainConfig:
 
 @dataclass
 class PredictConfig:
-    """How to predict a class map. ``tile`` is the side of the blocks computed at once;
-    ``quicklook`` names an optional paletted PNG of the map."""
+    """How to predict a class map.
 
-    tile: int = 256
+    ``chunk`` is the side of the blocks computed at once (None: chosen from memory, see
+    ``engine.default_chunk``); the output is the same for every chunk size. ``scheduler`` is
+    the address of a Dask distributed scheduler (None: this machine). ``probabilities`` and
+    ``confidence`` add ``<name>_probabilities.tif`` (a band per class) and
+    ``<name>_confidence.tif`` (max probability), uint8 = round(p * 254), 255 = nodata.
+    """
+
+    chunk: int | None = None
     device: str = "auto"
+    precision: str = "fp32"
+    scheduler: str | None = None
+    cog: bool = False
+    probabilities: bool = False
+    confidence: bool = False
     overwrite: bool = False
     quicklook: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for an option no run could use."""
-        if self.tile < 16:
-            raise CssdError(f"--tile {self.tile}: use a tile side of at least 16 pixels (e.g. 256)")
+        if self.chunk is not None and self.chunk < 16:
+            raise CssdError(f"--chunk {self.chunk}: use a chunk side of at least 16 pixels (e.g. 512)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise CssdError(f"--precision {self.precision}: choose fp32, bf16 or fp16")
 
 
 @dataclass

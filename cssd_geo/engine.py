@@ -1,12 +1,20 @@
-"""Prediction: the scene in tiles, each read with the model's halo (reflect-padded at scene
-borders), the model run densely over the tile, the halo trimmed, the core written."""
+"""Prediction engine: the scene as a Dask-chunked array, each chunk read with the model's halo
+(``model.reach``; scene borders reflect-padded as in training), the model run densely over it,
+the halo trimmed and the chunk's core emitted, streamed to the writers.
+
+Runs on the local threaded scheduler (CPU or CUDA) or on a Dask distributed cluster, where
+each worker loads the model file once and only the small class blocks travel back.
+"""
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
 
+import dask
+import dask.array as dsa
 import numpy as np
 import torch
 import xarray as xr
@@ -14,13 +22,16 @@ import xarray as xr
 from .config import PredictConfig
 from .device import resolve_device
 from .errors import CssdError
-from .io.scene import band_names, band_wavelengths, open_scene, read_block, scene_grid
-from .io.writers import ClassMapWriter, write_quicklook
+from .io.scene import band_names, band_wavelengths, mask_invalid, open_scene, scene_grid, scene_nodata
+from .io.writers import (ClassMapWriter, ProbabilityWriter, encode_probabilities, map_encoding, write_quicklook,
+                         write_zarr_map)
 from .model import CSSD, load_model
 from .paths import check_output
 from .progress import Progress
 
 WAVELENGTH_TOLERANCE_NM = 0.5
+CHUNK_MEMORY = 512 * 2 ** 20  # bytes one chunk's forward pass may take; sets the default --chunk
+_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -29,8 +40,9 @@ class PredictResult:
 
     map_path: str
     pixels: int
-    nodata_pixels: int
     seconds: float
+    chunk: int
+    extra_outputs: list[str] = field(default_factory=list)
 
 
 def check_compatible(model: CSSD, scene: xr.DataArray, scene_name: str, model_name: str) -> None:
@@ -55,74 +67,287 @@ def check_compatible(model: CSSD, scene: xr.DataArray, scene_name: str, model_na
                         f"{names_model[i]!r}; use a scene with the model's bands in the same order")
 
 
-def tiles(height: int, width: int, size: int) -> Iterator[tuple[int, int, int, int]]:
-    """Row/column ranges (row0, row1, col0, col1) covering the grid in ``size`` blocks."""
-    for r in range(0, height, size):
-        for c in range(0, width, size):
-            yield r, min(r + size, height), c, min(c + size, width)
+def default_chunk(model: CSSD, memory: int = CHUNK_MEMORY) -> int:
+    """Chunk side whose forward pass fits in ``memory`` bytes: about (bands + 4 x 256 + 2 x 64)
+    float32 values per pixel of chunk plus halo; a multiple of 64 between 128 and 2048."""
+    per_pixel = 4 * (model.bands + 4 * 256 + 2 * 64)
+    side = int(math.sqrt(memory / per_pixel)) - 2 * model.reach
+    return int(min(2048, max(128, side // 64 * 64)))
+
+
+# --- what runs on a block -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a chunk task needs; small and picklable for cluster workers. ``model`` is
+    the module itself (local runs) or the model file path (cluster runs, loaded once per
+    worker)."""
+
+    model: object
+    device: str
+    precision: str
+    nodata: float | None
+    outputs: tuple[str, ...]  # of "classes", "probabilities", "confidence", "logits"
+    lookup: tuple[int, ...]  # class id of each logit
+    map_nodata: int
+
+
+_WORKER_MODELS: dict = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def _job_model(job: BlockJob) -> CSSD:
+    if isinstance(job.model, CSSD):
+        return job.model
+    key = (job.model, os.path.getmtime(job.model), job.device)
+    with _MODEL_LOCK:
+        if key not in _WORKER_MODELS:
+            _WORKER_MODELS[key] = load_model(job.model, device=job.device)
+        return _WORKER_MODELS[key]
+
+
+def output_bands(job: BlockJob, n_classes: int) -> int:
+    """Rows of the array a block task returns for ``job.outputs``."""
+    sizes = {"classes": 1, "probabilities": n_classes, "confidence": 1, "logits": n_classes}
+    return sum(sizes[o] for o in job.outputs)
 
 
 @torch.no_grad()
-def predict_tile(model: CSSD, scene: xr.DataArray, row0: int, row1: int, col0: int, col1: int,
-                 device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Class indices (logit order) and validity of the pixels ``row0:row1, col0:col1``."""
-    h = model.reach
-    block = read_block(scene, row0 - h, row1 + h, col0 - h, col1 + h)
-    valid = np.isfinite(block[0, h:h + row1 - row0, h:h + col1 - col0])
-    logits = model.dense_logits(torch.from_numpy(block).unsqueeze(0).to(device))
-    return logits[0].argmax(0).cpu().numpy(), valid
+def _logits(model: CSSD, x: torch.Tensor, precision: str) -> torch.Tensor:
+    """Dense logits; on CUDA out of memory, split the tile in two (with its halo) and retry."""
+    try:
+        if precision != "fp32" and x.device.type == "cuda":
+            with torch.autocast("cuda", dtype=_PRECISIONS[precision]):
+                return model.dense_logits(x).float()
+        return model.dense_logits(x)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        h, rows = model.reach, x.shape[-2] - 2 * model.reach
+        if rows < 2:
+            raise
+        mid = rows // 2
+        top = _logits(model, x[..., : mid + 2 * h, :], precision)
+        bottom = _logits(model, x[..., mid:, :], precision)
+        return torch.cat([top, bottom], dim=-2)
 
 
-def predict_logits(model: CSSD, scene: xr.DataArray, tile: int = 256,
-                   device: torch.device | str = "cpu") -> np.ndarray:
-    """Logits [K, H, W] of every pixel of a (small) scene, tile by tile; for tests and analysis."""
-    device = torch.device(device)
-    grid = scene_grid(scene)
-    out = np.zeros((model.n_classes, grid.height, grid.width), dtype=np.float32)
+def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
+    """Outputs of one chunk: ``block`` is (band, rows + 2 reach, cols + 2 reach) raw values;
+    the result is float32 (output band, rows, cols) in the order of ``job.outputs``."""
+    model = _job_model(job)
     h = model.reach
-    with torch.no_grad():
-        for r0, r1, c0, c1 in tiles(grid.height, grid.width, tile):
-            block = torch.from_numpy(read_block(scene, r0 - h, r1 + h, c0 - h, c1 + h)).unsqueeze(0).to(device)
-            out[:, r0:r1, c0:c1] = model.dense_logits(block)[0].cpu().numpy()
-    return out
+    x = mask_invalid(np.array(block, dtype=np.float32), job.nodata)
+    valid = np.isfinite(x[0, h:x.shape[1] - h, h:x.shape[2] - h])
+    tensor = torch.from_numpy(x).unsqueeze(0)
+    device = torch.device(job.device)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    logits = _logits(model, tensor, job.precision)[0]
+    out = []
+    for name in job.outputs:
+        if name == "logits":
+            out.append(logits.cpu().numpy())
+        elif name == "classes":
+            ids = np.asarray(job.lookup)[logits.argmax(0).cpu().numpy()]
+            out.append(np.where(valid, ids, job.map_nodata)[None].astype(np.float32))
+        else:
+            p = torch.softmax(logits.float(), dim=0)
+            p = p if name == "probabilities" else p.max(0, keepdim=True).values
+            out.append(encode_probabilities(p.cpu().numpy(), valid).astype(np.float32))
+    return np.concatenate(out, axis=0)
+
+
+def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int) -> dsa.Array:
+    """The lazy (output band, y, x) array of ``job.outputs`` over the whole scene, chunked
+    ``chunk`` x ``chunk``: each chunk computed from its core plus ``model.reach`` pixels of
+    neighbours (reflect padding at scene borders), so the result does not depend on ``chunk``."""
+    h = model.reach
+    if chunk < h:
+        raise CssdError(f"--chunk {chunk}: smaller than the model's halo of {h} pixels; use at least {h}")
+    data = scene.data.rechunk((-1, chunk, chunk))
+    padded = dsa.pad(data, ((0, 0), (h, h), (h, h)), mode="reflect")
+    # chunks of the padded array: the padding joins the first and last chunk of each axis
+    rows, cols = data.chunks[1], data.chunks[2]
+    grow = lambda c: (c[0] + 2 * h,) if len(c) == 1 else (c[0] + h, *c[1:-1], c[-1] + h)  # noqa: E731
+    padded = padded.rechunk((-1, grow(rows), grow(cols)))
+    n_out = output_bands(job, model.n_classes)
+    return dsa.map_overlap(predict_block, padded, depth={0: 0, 1: h, 2: h}, boundary="none", trim=False,
+                           dtype=np.float32, chunks=((n_out,), rows, cols), job=job,
+                           meta=np.empty((0, 0, 0), np.float32))
+
+
+def predict_logits(model: CSSD, scene: xr.DataArray, chunk: int = 256, device: str = "cpu") -> np.ndarray:
+    """Logits (K, y, x) of every pixel of a (small) scene through the engine."""
+    job = BlockJob(model.to(device).eval(), device, "fp32", scene_nodata(scene), ("logits",),
+                   tuple(c.id for c in model.classes) or tuple(range(model.n_classes)), 0)
+    with dask.config.set(scheduler="threads"):
+        return block_outputs(scene, model, job, chunk).compute()
+
+
+# --- running and writing -----------------------------------------------------------------------
+
+class _DaskProgress(dask.callbacks.Callback):
+    """Forwards finished chunk tasks of the local scheduler to a Progress; cancels on request."""
+
+    def __init__(self, progress: Progress, name: str) -> None:
+        super().__init__()
+        self.progress, self.name = progress, name
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(self.name):
+            self.progress.advance(1)
+        self.progress.check("prediction")
+
+
+def _outputs_for(config: PredictConfig) -> tuple[str, ...]:
+    return ("classes",) + (("probabilities",) if config.probabilities else ()) + \
+        (("confidence",) if config.confidence else ())
+
+
+def side_outputs(output: str, config: PredictConfig) -> dict[str, str]:
+    """Paths of the probability and confidence files that go with a GeoTIFF ``output``."""
+    stem, ext = os.path.splitext(output)
+    paths = {}
+    if config.probabilities:
+        paths["probabilities"] = f"{stem}_probabilities{ext}"
+    if config.confidence:
+        paths["confidence"] = f"{stem}_confidence{ext}"
+    return paths
 
 
 def predict(model: str | os.PathLike | CSSD, scene: str | os.PathLike | xr.DataArray, output: str | os.PathLike,
             config: PredictConfig | None = None, progress: Progress | None = None) -> PredictResult:
-    """Write the class map of ``scene`` predicted by ``model`` to the GeoTIFF ``output``."""
+    """Write the class map of ``scene`` predicted by ``model`` to ``output``: a GeoTIFF
+    (``.tif``; ``config.cog`` for a Cloud-Optimized one) or a Zarr store (``.zarr``)."""
     config = config or PredictConfig()
     progress = progress or Progress()
     config.validate()
-    device = resolve_device(config.device)
+    device = resolve_device(config.device) if not config.scheduler else None
     model_name = os.fspath(model) if not isinstance(model, CSSD) else "(in memory)"
     scene_name = os.fspath(scene) if not isinstance(scene, xr.DataArray) else scene.attrs.get("source", "scene")
     output = os.fspath(output)
-    if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
-        raise CssdError(f"{output}: the class map is written as GeoTIFF; give an output name ending in .tif")
-    check_output(output, config.overwrite, inputs=(scene_name, model_name))
-    if config.quicklook:
-        check_output(config.quicklook, config.overwrite, inputs=(scene_name, model_name, output))
+    ext = os.path.splitext(output.rstrip("/"))[1].lower()
+    if ext not in (".tif", ".tiff", ".zarr"):
+        raise CssdError(f"{output}: give an output name ending in .tif (GeoTIFF) or .zarr (Zarr store)")
+    if ext == ".zarr" and config.cog:
+        raise CssdError(f"{output}: --cog makes a GeoTIFF; drop it or write a .tif")
+    extra = side_outputs(output, config) if ext != ".zarr" else {}
+    for path in (output, *extra.values(), *([config.quicklook] if config.quicklook else [])):
+        check_output(path, config.overwrite, inputs=(scene_name, model_name))
+    if config.scheduler and isinstance(model, CSSD):
+        raise CssdError("a cluster run loads the model on each worker: pass the model file path")
     net = model if isinstance(model, CSSD) else load_model(model)
-    net = net.to(device).eval()
     da = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     check_compatible(net, da, scene_name, model_name)
     grid = scene_grid(da)
-    lookup = np.array([c.id for c in net.classes])
+    chunk = config.chunk or default_chunk(net)
+    _, map_nodata = map_encoding(net.classes)
+    if config.scheduler:
+        job_model, job_device = os.path.abspath(model_name), "cpu" if config.device == "auto" else config.device
+    else:
+        net = net.to(device).eval()
+        job_model, job_device = net, str(device)
+    job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), _outputs_for(config),
+                   tuple(c.id for c in net.classes), map_nodata)
+    stack = block_outputs(da, net, job, chunk)
+    layers = {"classes": stack[0]}
+    k = net.n_classes
+    if config.probabilities:
+        layers["probabilities"] = stack[1:1 + k]
+    if config.confidence:
+        layers["confidence"] = stack[-1]
+    dtype, _ = map_encoding(net.classes)
+    layers = {name: a.astype(dtype if name == "classes" else np.uint8) for name, a in layers.items()}
+    n_chunks = len(stack.chunks[1]) * len(stack.chunks[2])
+    progress.stage("predict", n_chunks * (len(layers) if config.scheduler and ext != ".zarr" else 1))
     start = time.perf_counter()
-    nodata_pixels = 0
-    blocks = list(tiles(grid.height, grid.width, config.tile))
-    progress.stage("predict", len(blocks))
-    with ClassMapWriter(output, grid, net.classes, tags={"CSSD_MODEL": os.path.basename(model_name)}) as writer:
-        for r0, r1, c0, c1 in blocks:
-            progress.check("prediction")
-            index, valid = predict_tile(net, da, r0, r1, c0, c1, device)
-            ids = np.where(valid, lookup[index], writer.nodata)
-            nodata_pixels += int((~valid).sum())
-            writer.write(r0, c0, ids)
-            progress.advance(1)
+    run = _Runner(config, progress, stack.name, device)
+    if ext == ".zarr":
+        write_zarr_map(output, layers, grid, net.classes, map_nodata, run.compute)
+    else:
+        _write_geotiffs(output, extra, layers, grid, net, config, run, model_name)
     seconds = time.perf_counter() - start
-    progress.message(f"map written to {output} ({grid.width} x {grid.height} px, {seconds:.1f} s)")
+    progress.message(f"map written to {output} ({grid.width} x {grid.height} px, chunk {chunk}, {seconds:.1f} s)")
     if config.quicklook:
         write_quicklook(output, config.quicklook)
         progress.message(f"quicklook written to {config.quicklook}")
-    return PredictResult(output, grid.width * grid.height, nodata_pixels, seconds)
+    return PredictResult(output, grid.width * grid.height, seconds, chunk, list(extra.values()))
+
+
+def _write_geotiffs(output, extra, layers, grid, net, config, run, model_name) -> None:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        targets = {"classes": stack.enter_context(ClassMapWriter(
+            output, grid, net.classes, tags={"CSSD_MODEL": os.path.basename(model_name)}, cog=config.cog))}
+        if "probabilities" in extra:
+            targets["probabilities"] = stack.enter_context(ProbabilityWriter(
+                extra["probabilities"], grid, [f"p({c.name})" for c in net.classes], cog=config.cog))
+        if "confidence" in extra:
+            targets["confidence"] = stack.enter_context(ProbabilityWriter(
+                extra["confidence"], grid, ["confidence (max probability)"], cog=config.cog))
+        names = list(layers)
+        run.store([layers[n] for n in names], [targets[n] for n in names])
+
+
+class _Runner:
+    """Computes dask graphs locally (threads, progress, cancel) or on a distributed cluster."""
+
+    def __init__(self, config: PredictConfig, progress: Progress, name: str, device: torch.device | None) -> None:
+        self.config, self.progress, self.name, self.device = config, progress, name, device
+
+    def _local(self):
+        workers = max(1, os.cpu_count() or 1) if self.device is None or self.device.type == "cpu" else 2
+        # CPU: one torch thread per dask thread, so chunks run side by side without
+        # oversubscribing the cores; reading and writing overlap with compute.
+        threads = torch.get_num_threads()
+        if self.device is not None and self.device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        return workers, threads
+
+    def compute(self, graph) -> None:
+        if self.config.scheduler:
+            return self._cluster_compute(graph)
+        workers, threads = self._local()
+        try:
+            with dask.config.set(scheduler="threads", num_workers=workers), _DaskProgress(self.progress, self.name):
+                dask.compute(graph)
+        finally:
+            torch.set_num_threads(threads)
+
+    def store(self, sources, targets) -> None:
+        if self.config.scheduler:
+            return self._cluster_store(sources, targets)
+        self.compute(dsa.store(sources, targets, lock=False, compute=False))
+
+    def _client(self):
+        from distributed import Client
+
+        try:
+            return Client(self.config.scheduler, timeout="30s")
+        except OSError as exc:
+            raise CssdError(f"--scheduler {self.config.scheduler}: cannot reach the Dask scheduler ({exc}); "
+                            "check the address and that the cluster is running") from exc
+
+    def _cluster_compute(self, graph) -> None:
+        with self._client() as client:
+            client.compute(graph).result()
+
+    def _cluster_store(self, sources, targets) -> None:
+        """Blocks are computed on the workers; each finished block comes back and is written here."""
+        from distributed import as_completed
+
+        with self._client() as client:
+            blocks, places = [], []
+            for source, target in zip(sources, targets):
+                for index in np.ndindex(*source.numblocks):
+                    blocks.append(source.blocks[index])
+                    places.append((target, tuple(slice(sum(c[:i]), sum(c[:i + 1]))
+                                                 for c, i in zip(source.chunks, index))))
+            futures = client.compute(blocks)
+            where = {f.key: p for f, p in zip(futures, places)}
+            for future in as_completed(futures):
+                self.progress.check("prediction")
+                target, key = where[future.key]
+                target[key] = future.result()
+                self.progress.advance(1)

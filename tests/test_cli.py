@@ -26,7 +26,7 @@ def test_train_predict_evaluate(trained, tmp_path, capsys):
     scene, labels, cube, model = trained
     out = tmp_path / "landcover.tif"
     png = tmp_path / "quick.png"
-    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out), "--tile", "16", "--quicklook", str(png)]) == 0
+    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out), "--chunk", "16", "--quicklook", str(png)]) == 0
     with rasterio.open(png) as q:
         assert q.driver == "PNG" and (q.width, q.height) == (42, 36) and q.colormap(1)[2][:3] == (255, 127, 14)
     with rasterio.open(scene) as src, rasterio.open(out) as m:
@@ -88,18 +88,19 @@ def test_failed_prediction_leaves_nothing(trained, tmp_path, monkeypatch):
     from cssd_geo import engine
 
     calls = {"n": 0}
-    real = engine.predict_tile
+    real = engine.predict_block
 
     def failing(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            raise KeyboardInterrupt
+            raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "predict_tile", failing)
+    monkeypatch.setattr(engine, "predict_block", failing)
     out_dir = tmp_path / "maps"
     out_dir.mkdir()
-    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out_dir / "m.tif"), "--tile", "16"]) == 130
+    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out_dir / "m.tif"), "--chunk", "16",
+                     "--probabilities"]) == 1
     assert os.listdir(out_dir) == []
 
 

@@ -74,7 +74,7 @@ def test_tiled_prediction_equals_per_window_forward(tmp_path):
     model = randomised(CSSD(9, 3, patch=5), seed=1)
     model.set_normalisation(cube.reshape(9, -1).mean(1), cube.reshape(9, -1).std(1))
     scene = open_scene(path, chunks=8)
-    tiled = predict_logits(model, scene, tile=10)
+    tiled = predict_logits(model, scene, chunk=10)
     h = model.reach
     padded = np.pad(cube.astype(np.float32), ((0, 0), (h, h), (h, h)), mode="reflect")
     windows = np.stack([padded[:, r:r + model.window, c:c + model.window]
@@ -84,7 +84,7 @@ def test_tiled_prediction_equals_per_window_forward(tmp_path):
     per_window = per_window.reshape(cube.shape[1], cube.shape[2], -1).transpose(2, 0, 1)
     assert np.abs(tiled - per_window).max() < 1e-4
     assert (tiled.argmax(0) == per_window.argmax(0)).all()
-    whole = predict_logits(model, scene, tile=64)
+    whole = predict_logits(model, scene, chunk=64)
     assert np.abs(whole - tiled).max() < 1e-4
 
 

@@ -1,15 +1,19 @@
-"""Class maps to GeoTIFF: tiled, compressed, colour table, class names, QGIS style; written
-to a temporary name and renamed only when complete."""
+"""Class maps and probabilities to GeoTIFF (tiled, compressed, optionally Cloud-Optimized) or
+Zarr. Every output is written under a hidden temporary name and renamed only when complete,
+so an interrupted or failed run never leaves a file that looks finished."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import threading
 import warnings
 from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
@@ -18,7 +22,9 @@ from ..errors import CssdError
 from .scene import Grid
 
 CLASSES_TAG = "CSSD_CLASSES"
-BLOCK = 256
+BLOCK = 512
+PROBABILITY_SCALE = 254  # probabilities are stored as round(p * 254); 255 is nodata
+PROBABILITY_NODATA = 255
 
 
 def map_encoding(classes: Sequence[ClassInfo]) -> tuple[str, int]:
@@ -54,61 +60,173 @@ def qgis_style(classes: Sequence[ClassInfo]) -> str:
             "</qgis>\n")
 
 
-class ClassMapWriter:
-    """Writes a single-band class map block by block.
+def _temporary(path: str, suffix: str, folder: bool = False) -> str:
+    where = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}.partial-"
+    if folder:
+        return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=where)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
+    os.close(fd)
+    return tmp
 
-    Use as a context manager: blocks go to a hidden temporary file beside ``path``; on a
-    clean exit it is renamed to ``path`` (with ``<name>.qml``, the QGIS style), on an error
-    or interruption it is deleted, so ``path`` never holds a partial map.
+
+def _remove(path: str | None) -> None:
+    if path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path and os.path.exists(path):
+        os.unlink(path)
+
+
+class GeoTiffWriter:
+    """A multi-band GeoTIFF written block by block (a ``dask.array.store`` target).
+
+    As a context manager it writes to a hidden temporary file beside ``path`` and, on a clean
+    exit, renames it to ``path`` (converting to a Cloud-Optimized GeoTIFF with overviews
+    first when ``cog``); on an error or interruption it deletes it.
     """
 
-    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], tags: dict | None = None) -> None:
-        self.path = path
-        self.grid = grid
-        self.classes = list(classes)
-        self.dtype, self.nodata = map_encoding(self.classes)
-        self.tags = tags or {}
+    def __init__(self, path: str, grid: Grid, count: int, dtype: str, nodata: float | None,
+                 cog: bool = False) -> None:
+        self.path, self.grid, self.count, self.dtype, self.nodata, self.cog = path, grid, count, dtype, nodata, cog
         self._tmp: str | None = None
-        self._ds = None
+        self.ds = None
+        self._lock = threading.Lock()
 
-    def __enter__(self) -> "ClassMapWriter":
-        folder = os.path.dirname(os.path.abspath(self.path))
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.partial-", suffix=".tif", dir=folder)
-        os.close(fd)
-        profile = dict(driver="GTiff", width=self.grid.width, height=self.grid.height, count=1,
-                       dtype=self.dtype, nodata=self.nodata, crs=self.grid.crs, transform=self.grid.transform,
-                       tiled=True, blockxsize=BLOCK, blockysize=BLOCK,
-                       compress="deflate", BIGTIFF="IF_SAFER")
-        self._ds = rasterio.open(self._tmp, "w", **profile)
-        colors = {c.id: (*c.color, 255) for c in self.classes}
-        colors[self.nodata] = (0, 0, 0, 0)
-        self._ds.write_colormap(1, colors)  # before any pixel: GDAL fixes the photometry then
-        self._ds.set_band_description(1, "class id")
-        self._ds.update_tags(**{CLASSES_TAG: classes_to_json(self.classes)}, **self.tags)
-        self._ds.update_tags(1, **{f"CLASS_{c.id}": c.name for c in self.classes})
+    def __enter__(self) -> "GeoTiffWriter":
+        self._tmp = _temporary(self.path, ".tif")
+        self.ds = rasterio.open(
+            self._tmp, "w", driver="GTiff", width=self.grid.width, height=self.grid.height, count=self.count,
+            dtype=self.dtype, nodata=self.nodata, crs=self.grid.crs, transform=self.grid.transform,
+            tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
+            interleave="band")
         return self
 
-    def write(self, row: int, col: int, ids: np.ndarray) -> None:
-        """Write a block of class ids (nodata already set) at ``row``, ``col``."""
-        self._ds.write(ids.astype(self.dtype, copy=False), 1, window=Window(col, row, ids.shape[1], ids.shape[0]))
+    def __setitem__(self, key: tuple, block: np.ndarray) -> None:
+        """Write ``block`` at ``key``: (row slice, col slice), or (band slice, row slice, col slice)."""
+        if len(key) == 2:
+            key, block = (slice(0, 1),) + tuple(key), block[None]
+        bands, rows, cols = key
+        indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + 1 + block.shape[0]))
+        window = Window(cols.start, rows.start, block.shape[2], block.shape[1])
+        with self._lock:
+            self.ds.write(block.astype(self.dtype, copy=False), indexes=indexes, window=window)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
                 self._finish()
         finally:
-            if self._ds is not None and not self._ds.closed:
-                self._ds.close()
-            if self._tmp and os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+            if self.ds is not None and not self.ds.closed:
+                self.ds.close()
+            _remove(self._tmp)
 
     def _finish(self) -> None:
-        self._ds.close()
-        style = os.path.splitext(self.path)[0] + ".qml"
-        with open(style, "w", encoding="utf-8") as f:
-            f.write(qgis_style(self.classes))
+        self.ds.close()
+        if self.cog:
+            cog = _temporary(self.path, ".cog.tif")
+            try:
+                rasterio.shutil.copy(self._tmp, cog, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
+                                     OVERVIEWS="AUTO", RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
+                os.replace(cog, self._tmp)
+            finally:
+                _remove(cog)
         os.replace(self._tmp, self.path)
         self._tmp = None
+
+
+class ClassMapWriter(GeoTiffWriter):
+    """A single-band class map: colour table, class names (band tags ``CLASS_<id>`` and the
+    class table as JSON in ``CSSD_CLASSES``) and a QGIS style ``<name>.qml`` beside it."""
+
+    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], tags: dict | None = None,
+                 cog: bool = False) -> None:
+        self.classes = list(classes)
+        dtype, nodata = map_encoding(self.classes)
+        super().__init__(path, grid, 1, dtype, nodata, cog)
+        self.tags = tags or {}
+
+    def __enter__(self) -> "ClassMapWriter":
+        super().__enter__()
+        colors = {c.id: (*c.color, 255) for c in self.classes}
+        colors[int(self.nodata)] = (0, 0, 0, 0)
+        self.ds.write_colormap(1, colors)  # before any pixel: GDAL fixes the photometry then
+        self.ds.set_band_description(1, "class id")
+        self.ds.update_tags(**{CLASSES_TAG: classes_to_json(self.classes)}, **self.tags)
+        self.ds.update_tags(1, **{f"CLASS_{c.id}": c.name for c in self.classes})
+        return self
+
+    def write(self, row: int, col: int, ids: np.ndarray) -> None:
+        """Write a block of class ids (nodata already set) at ``row``, ``col``."""
+        self[slice(row, row + ids.shape[0]), slice(col, col + ids.shape[1])] = ids
+
+    def _finish(self) -> None:
+        with open(os.path.splitext(self.path)[0] + ".qml", "w", encoding="utf-8") as f:
+            f.write(qgis_style(self.classes))
+        super()._finish()
+
+
+class ProbabilityWriter(GeoTiffWriter):
+    """Class probabilities (one band per class, or one confidence band) as uint8:
+    ``round(p * 254)``, 255 = nodata; the band scale 1/254 lets GDAL readers get p back."""
+
+    def __init__(self, path: str, grid: Grid, names: Sequence[str], cog: bool = False) -> None:
+        super().__init__(path, grid, len(names), "uint8", PROBABILITY_NODATA, cog)
+        self.names = list(names)
+
+    def __enter__(self) -> "ProbabilityWriter":
+        super().__enter__()
+        for i, name in enumerate(self.names, start=1):
+            self.ds.set_band_description(i, name)
+        self.ds.scales = [1.0 / PROBABILITY_SCALE] * self.count
+        self.ds.offsets = [0.0] * self.count
+        return self
+
+
+def encode_probabilities(p: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Probabilities 0..1 -> uint8 0..254, 255 where not ``valid``."""
+    out = np.rint(p * PROBABILITY_SCALE).astype(np.uint8)
+    out[..., ~valid] = PROBABILITY_NODATA
+    return out
+
+
+def write_zarr_map(path: str, layers: dict, grid: Grid, classes: Sequence[ClassInfo], nodata: int,
+                   progress_compute) -> None:
+    """Write dask arrays (``classes`` (y, x) and optional ``probabilities`` (class, y, x),
+    ``confidence`` (y, x)) to a Zarr store with CRS and transform (rioxarray conventions),
+    atomically: a temporary folder renamed when complete. ``progress_compute(delayed)``
+    runs the write."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+    from rasterio.transform import xy
+
+    ys = np.asarray(xy(grid.transform, np.arange(grid.height), np.zeros(grid.height, int))[1])
+    xs = np.asarray(xy(grid.transform, np.zeros(grid.width, int), np.arange(grid.width))[0])
+    variables = {}
+    for name, array in layers.items():
+        dims = ("y", "x") if array.ndim == 2 else ("class", "y", "x")
+        var = xr.DataArray(array, dims=dims)
+        if name == "classes":
+            var.attrs.update(long_name="class id", classes=classes_to_json(classes))
+            var.encoding["_FillValue"] = nodata
+        else:
+            var.attrs.update(long_name=f"{name}: probability = value / {PROBABILITY_SCALE}",
+                             probability_scale=1.0 / PROBABILITY_SCALE)
+            var.encoding["_FillValue"] = PROBABILITY_NODATA
+        variables[name] = var
+    ds = xr.Dataset(variables, coords={"y": ys, "x": xs})
+    if "probabilities" in layers:
+        ds = ds.assign_coords({"class": [c.id for c in classes]})
+    ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
+    ds.attrs[CLASSES_TAG] = classes_to_json(classes)
+    tmp = _temporary(path, ".zarr", folder=True)
+    try:
+        progress_compute(ds.to_zarr(tmp, mode="w", compute=False, consolidated=False))
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        tmp = None
+    finally:
+        _remove(tmp)
 
 
 def read_class_table(path: str) -> list[ClassInfo]:

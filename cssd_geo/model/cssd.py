@@ -90,6 +90,16 @@ class CSSD(nn.Module):
         c = self.window // 2
         return self._pooled(feats)[:, :, 0, 0], self.aux(feats[:, :, c, c])
 
+    def flops_per_pixel(self) -> int:
+        """Floating-point operations of the dense forward per output pixel (2 per
+        multiply-add), counted from the layer shapes; element-wise work is left out."""
+        e, k, p = self.spefe, self.n_classes, self.patch
+        macs = e.channels * 3 * e.segments * e.wide + e.embed * e.wide * e.segments  # SpeFE
+        macs += self.se_depth * EMBED * EMBED  # SpeFR attention (1x1 convolutions)
+        macs += EMBED * 64 * 9 + 64 * k * 9  # SpaFE, classifier
+        macs += p * p * (EMBED + k)  # SAP: cosine weights and weighted sum
+        return 2 * macs
+
     def _check_window(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.bands or x.shape[-1] != self.window or x.shape[-2] != self.window:
             raise ValueError(f"expected windows [B, {self.bands}, {self.window}, {self.window}], got {tuple(x.shape)}")

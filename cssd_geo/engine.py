@@ -300,8 +300,12 @@ class _Runner:
     def __init__(self, config: PredictConfig, progress: Progress, name: str, device: torch.device | None) -> None:
         self.config, self.progress, self.name, self.device = config, progress, name, device
 
+    def _workers(self) -> int:
+        """Dask threads: one per core on a CPU, two (one reading, one computing) on a GPU."""
+        return max(1, os.cpu_count() or 1) if self.device is None or self.device.type == "cpu" else 2
+
     def _local(self):
-        workers = max(1, os.cpu_count() or 1) if self.device is None or self.device.type == "cpu" else 2
+        workers = self._workers()
         # CPU: one torch thread per dask thread, so chunks run side by side without
         # oversubscribing the cores; reading and writing overlap with compute.
         threads = torch.get_num_threads()
@@ -326,7 +330,7 @@ class _Runner:
         if self.config.scheduler:
             return self._cluster_store(sources, targets)
         rows = sources[0].chunks[-2]
-        step = max(1, dask.config.get("num_workers", None) or os.cpu_count() or 1)
+        step = self._workers()
         bounds = np.cumsum((0,) + rows)
         for i in range(0, len(rows), step):
             r0, r1 = int(bounds[i]), int(bounds[min(i + step, len(rows))])

@@ -122,9 +122,14 @@ def read_only(scene: str) -> float:
 
 
 def peak_rss(model_path: str, scene: str, out: str) -> tuple[float, float]:
-    code = ("import resource, sys, time; from cssd_geo.cli import main; t = time.perf_counter(); "
+    """Peak resident memory (GiB) and seconds of `cssd-geo predict` in a fresh process.
+
+    Read from the child's own VmHWM: its getrusage maxrss would include this process's
+    memory, which a forked child inherits before it starts the new program."""
+    code = ("import sys, time; from cssd_geo.cli import main; t = time.perf_counter(); "
             f"rc = main(['--quiet', 'predict', {model_path!r}, {scene!r}, '-o', {out!r}, '--overwrite']); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t); sys.exit(rc)")
+            "hwm = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')); "
+            "print(hwm, time.perf_counter() - t); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     rss_kb, seconds = proc.stdout.split()[-2:]
     return int(rss_kb) / 2 ** 20, float(seconds)

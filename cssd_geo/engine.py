@@ -23,14 +23,15 @@ from .config import PredictConfig
 from .device import resolve_device
 from .errors import CssdError
 from .io.scene import band_names, band_wavelengths, mask_invalid, open_scene, scene_grid, scene_nodata
-from .io.writers import (ClassMapWriter, ProbabilityWriter, encode_probabilities, map_encoding, write_quicklook,
-                         write_zarr_map)
+from .io.writers import (ClassMapWriter, ProbabilityWriter, ZarrMapWriter, encode_probabilities, map_encoding,
+                         write_quicklook)
 from .model import CSSD, load_model
 from .paths import check_output
 from .progress import Progress
 
 WAVELENGTH_TOLERANCE_NM = 0.5
 CHUNK_MEMORY = 128 * 2 ** 20  # bytes one chunk's forward pass may take; sets the default --chunk
+BATCH_PER_THREAD = 4  # chunks computed per scheduler call and thread (see _Runner.store)
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -67,13 +68,19 @@ def check_compatible(model: CSSD, scene: xr.DataArray, scene_name: str, model_na
                         f"{names_model[i]!r}; use a scene with the model's bands in the same order")
 
 
-def default_chunk(model: CSSD, memory: int = CHUNK_MEMORY) -> int:
+def default_chunk(model: CSSD, memory: int | None = None, device: torch.device | None = None) -> int:
     """Chunk side whose forward pass fits in ``memory`` bytes: about (bands + 4 x 256 + 2 x 64)
     float32 values per pixel of chunk plus halo; a multiple of 32 between 64 and 2048.
 
-    Small chunks are also the fast ones on a CPU (their feature maps stay in cache): on a
-    200-band scene, 2 cores, chunk 128 ran at twice the speed of 256 with 57 % of its memory.
+    ``memory`` defaults to ``CHUNK_MEMORY`` on a CPU, where small chunks are also the fast
+    ones (their feature maps stay in cache: on a 200-band scene, 2 cores, chunk 128 ran at
+    twice the speed of 256 with 57 % of its memory), and to a quarter of the free memory of
+    a GPU (two chunks in flight, room for the allocator), where large chunks keep it busy.
     """
+    if memory is None:
+        memory = CHUNK_MEMORY
+        if device is not None and device.type == "cuda":
+            memory = torch.cuda.mem_get_info(device)[0] // 4
     per_pixel = 4 * (model.bands + 4 * 256 + 2 * 64)
     side = int(math.sqrt(memory / per_pixel)) - 2 * model.reach
     return int(min(2048, max(64, side // 32 * 32)))
@@ -198,7 +205,9 @@ class _DaskProgress(dask.callbacks.Callback):
         self.progress, self.name = progress, name
 
     def _posttask(self, key, result, dsk, state, worker_id):
-        if isinstance(key, tuple) and isinstance(key[0], str) and key[0].startswith(self.name):
+        # a chunk's task: named after predict_block, alone or fused with its neighbours in the
+        # graph (astype-getitem-...-predict_block-store-map)
+        if isinstance(key, tuple) and isinstance(key[0], str) and self.name in key[0]:
             self.progress.advance(1)
         self.progress.check("prediction")
 
@@ -244,7 +253,7 @@ def predict(model: str | os.PathLike | CSSD, scene: str | os.PathLike | xr.DataA
     da = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     check_compatible(net, da, scene_name, model_name)
     grid = scene_grid(da)
-    chunk = config.chunk or default_chunk(net)
+    chunk = config.chunk or default_chunk(net, device=device)
     _, map_nodata = map_encoding(net.classes)
     if config.scheduler:
         job_model, job_device = os.path.abspath(model_name), "cpu" if config.device == "auto" else config.device
@@ -263,11 +272,12 @@ def predict(model: str | os.PathLike | CSSD, scene: str | os.PathLike | xr.DataA
     dtype, _ = map_encoding(net.classes)
     layers = {name: a.astype(dtype if name == "classes" else np.uint8) for name, a in layers.items()}
     n_chunks = len(stack.chunks[1]) * len(stack.chunks[2])
-    progress.stage("predict", n_chunks * (len(layers) if config.scheduler and ext != ".zarr" else 1))
+    progress.stage("predict", n_chunks * (len(layers) if config.scheduler else 1))
     start = time.perf_counter()
-    run = _Runner(config, progress, stack.name, device)
+    run = _Runner(config, progress, predict_block.__name__, device)
     if ext == ".zarr":
-        write_zarr_map(output, layers, grid, net.classes, map_nodata, run.compute)
+        with ZarrMapWriter(output, grid, net.classes, map_nodata, layers) as store:
+            run.store(list(layers.values()), [store.targets[name] for name in layers])
     else:
         _write_geotiffs(output, extra, layers, grid, net, config, run, model_name)
     seconds = time.perf_counter() - start
@@ -324,19 +334,21 @@ class _Runner:
             torch.set_num_threads(threads)
 
     def store(self, sources, targets) -> None:
-        """Compute and write the sources strip by strip (one row of chunks, times the number
-        of threads, at a time): the scheduler never reads far ahead, so memory stays bounded
-        by the chunk size whatever the scene size."""
+        """Compute and write the sources a few chunks at a time (a run of chunks along one
+        row, four per thread): the scheduler never reads ahead of that run, so memory is
+        bounded by the chunk size and the number of threads, whatever the scene size."""
         if self.config.scheduler:
             return self._cluster_store(sources, targets)
-        rows = sources[0].chunks[-2]
-        step = self._workers()
-        bounds = np.cumsum((0,) + rows)
-        for i in range(0, len(rows), step):
-            r0, r1 = int(bounds[i]), int(bounds[min(i + step, len(rows))])
-            strip = [s[..., r0:r1, :] for s in sources]
-            regions = [(slice(None),) * (s.ndim - 2) + (slice(r0, r1), slice(None)) for s in sources]
-            self.compute(dsa.store(strip, targets, regions=regions, lock=False, compute=False))
+        rows, cols = sources[0].chunks[-2:]
+        run = min(len(cols), BATCH_PER_THREAD * self._workers())
+        row_bounds, col_bounds = np.cumsum((0,) + rows), np.cumsum((0,) + cols)
+        for i in range(len(rows)):
+            for j in range(0, len(cols), run):
+                r0, r1 = int(row_bounds[i]), int(row_bounds[i + 1])
+                c0, c1 = int(col_bounds[j]), int(col_bounds[min(j + run, len(cols))])
+                part = [s[..., r0:r1, c0:c1] for s in sources]
+                regions = [(slice(None),) * (s.ndim - 2) + (slice(r0, r1), slice(c0, c1)) for s in sources]
+                self.compute(dsa.store(part, targets, regions=regions, lock=False, compute=False))
 
     def _client(self):
         from distributed import Client
@@ -356,6 +368,7 @@ class _Runner:
         from distributed import as_completed
 
         with self._client() as client:
+            self.progress.message(f"running on {self.config.scheduler}; Dask dashboard: {client.dashboard_link}")
             blocks, places = [], []
             for source, target in zip(sources, targets):
                 for index in np.ndindex(*source.numblocks):

@@ -189,44 +189,70 @@ def encode_probabilities(p: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_zarr_map(path: str, layers: dict, grid: Grid, classes: Sequence[ClassInfo], nodata: int,
-                   progress_compute) -> None:
-    """Write dask arrays (``classes`` (y, x) and optional ``probabilities`` (class, y, x),
-    ``confidence`` (y, x)) to a Zarr store with CRS and transform (rioxarray conventions),
-    atomically: a temporary folder renamed when complete. ``progress_compute(delayed)``
-    runs the write."""
-    import rioxarray  # noqa: F401  (registers the .rio accessor)
-    import xarray as xr
-    from rasterio.transform import xy
+class ZarrMapWriter:
+    """A Zarr store of class map layers (``classes`` (y, x), optional ``probabilities``
+    (class, y, x) and ``confidence`` (y, x)) with CRS and transform (rioxarray conventions),
+    chunked like the dask arrays that will fill it.
 
-    ys = np.asarray(xy(grid.transform, np.arange(grid.height), np.zeros(grid.height, int))[1])
-    xs = np.asarray(xy(grid.transform, np.zeros(grid.width, int), np.arange(grid.width))[0])
-    variables = {}
-    for name, array in layers.items():
-        dims = ("y", "x") if array.ndim == 2 else ("class", "y", "x")
-        var = xr.DataArray(array, dims=dims)
-        if name == "classes":
-            var.attrs.update(long_name="class id", classes=classes_to_json(classes))
-            var.encoding["_FillValue"] = nodata
-        else:
-            var.attrs.update(long_name=f"{name}: probability = value / {PROBABILITY_SCALE}",
-                             probability_scale=1.0 / PROBABILITY_SCALE)
-            var.encoding["_FillValue"] = PROBABILITY_NODATA
-        variables[name] = var
-    ds = xr.Dataset(variables, coords={"y": ys, "x": xs})
-    if "probabilities" in layers:
-        ds = ds.assign_coords({"class": [c.id for c in classes]})
-    ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
-    ds.attrs[CLASSES_TAG] = classes_to_json(classes)
-    tmp = _temporary(path, ".zarr", folder=True)
-    try:
-        progress_compute(ds.to_zarr(tmp, mode="w", compute=False, consolidated=False))
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        _remove(tmp)
+    As a context manager it creates the store (metadata, coordinates) under a hidden
+    temporary name and exposes one ``dask.array.store`` target per layer in ``targets``; on
+    a clean exit it renames the store to ``path``, on an error it deletes it.
+    """
+
+    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], nodata: int, layers: dict) -> None:
+        self.path, self.grid, self.classes, self.nodata, self.layers = path, grid, list(classes), nodata, layers
+        self.targets: dict = {}
+        self._tmp: str | None = None
+
+    def _dataset(self):
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+        import xarray as xr
+        from rasterio.transform import xy
+
+        grid = self.grid
+        ys = np.asarray(xy(grid.transform, np.arange(grid.height), np.zeros(grid.height, int))[1])
+        xs = np.asarray(xy(grid.transform, np.zeros(grid.width, int), np.arange(grid.width))[0])
+        variables = {}
+        for name, array in self.layers.items():
+            var = xr.DataArray(array, dims=("y", "x") if array.ndim == 2 else ("class", "y", "x"))
+            if name == "classes":
+                var.attrs.update(long_name="class id", classes=classes_to_json(self.classes))
+                var.encoding["_FillValue"] = self.nodata
+            else:
+                var.attrs.update(long_name=f"{name}: probability = value / {PROBABILITY_SCALE}",
+                                 probability_scale=1.0 / PROBABILITY_SCALE)
+                var.encoding["_FillValue"] = PROBABILITY_NODATA
+            variables[name] = var
+        ds = xr.Dataset(variables, coords={"y": ys, "x": xs})
+        if "probabilities" in self.layers:
+            ds = ds.assign_coords({"class": [c.id for c in self.classes]})
+        ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
+        ds.attrs[CLASSES_TAG] = classes_to_json(self.classes)
+        return ds
+
+    def __enter__(self) -> "ZarrMapWriter":
+        import zarr
+
+        self._tmp = _temporary(self.path, ".zarr", folder=True)
+        with warnings.catch_warnings():
+            # consolidated metadata lets readers open the store without a warning; zarr
+            # notes that it is an extension of the Zarr 3 format
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            # metadata and coordinates only: the data variables are filled through targets
+            self._dataset().to_zarr(self._tmp, mode="w", compute=False, consolidated=True)
+        group = zarr.open_group(self._tmp, mode="r+")
+        self.targets = {name: group[name] for name in self.layers}
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if os.path.isdir(self.path):
+                    shutil.rmtree(self.path)
+                os.replace(self._tmp, self.path)
+                self._tmp = None
+        finally:
+            _remove(self._tmp)
 
 
 def read_class_table(path: str) -> list[ClassInfo]:

@@ -12,6 +12,7 @@ from ..classes import ClassInfo
 from .layers import SpatialExtractor, SpectralExtractor, SpectralRefiner, conv_radius, spectral_aware_pool
 
 EMBED = 256
+INFERENCE_PIXELS = 4096  # pixels standardised at a time in inference
 
 
 class CSSD(nn.Module):
@@ -53,8 +54,16 @@ class CSSD(nn.Module):
 
     def pixel_features(self, spectra: torch.Tensor) -> torch.Tensor:
         """SpeFE of raw spectra [N, S] -> [N, 256]; missing values (NaN) become the band mean."""
-        z = torch.nan_to_num((spectra - self.band_mean) / self.band_std, nan=0.0, posinf=0.0, neginf=0.0)
-        return self.spefe(z)
+        if not self.training and not torch.is_grad_enabled():
+            # inference: standardise in slices so no full-size copies of the input are made
+            step = INFERENCE_PIXELS * (1 if spectra.device.type == "cpu" else self.spefe.GPU_CHUNK_FACTOR)
+            parts = [self.spefe(self._standardise(part)) for part in spectra.split(step)]
+            return torch.cat(parts) if parts else spectra.new_zeros(0, EMBED)
+        return self.spefe(self._standardise(spectra))
+
+    def _standardise(self, spectra: torch.Tensor) -> torch.Tensor:
+        z = (spectra - self.band_mean).div_(self.band_std)
+        return torch.nan_to_num_(z, nan=0.0, posinf=0.0, neginf=0.0)
 
     def spectral_features(self, x: torch.Tensor) -> torch.Tensor:
         """SpeFE of every pixel: raw [B, S, H, W] -> [B, 256, H, W]."""

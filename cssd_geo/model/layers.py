@@ -25,10 +25,12 @@ class SpectralExtractor(nn.Module):
     Both convolutions are computed as matrix products (the same arithmetic as
     ``F.conv1d``, see :meth:`reference`) over chunks of ``chunk`` pixels: the 64 x S
     intermediate is the largest tensor of the whole model, and small chunks keep it in
-    reused memory instead of fresh pages, several times faster on a CPU.
+    reused memory instead of fresh pages, several times faster on a CPU. On a GPU the chunks
+    are ``GPU_CHUNK_FACTOR`` times larger, so each kernel launch has enough work.
     """
 
     radius = 0
+    GPU_CHUNK_FACTOR = 128
 
     def __init__(self, bands: int, channels: int = 64, embed: int = 256, chunk: int = 128) -> None:
         super().__init__()
@@ -65,14 +67,24 @@ class SpectralExtractor(nn.Module):
     def forward(self, spectra: torch.Tensor) -> torch.Tensor:
         """[N, S] spectra -> [N, embed]."""
         z = self.bn_in(spectra.unsqueeze(1)).squeeze(1)
+        chunk = self.chunk if z.device.type == "cpu" else self.chunk * self.GPU_CHUNK_FACTOR
+        if not self.bn_out.training and not torch.is_grad_enabled():
+            # inference: BatchNorm uses running statistics, so every chunk can be finished
+            # on its own and only the [N, embed] result is ever held in full
+            parts = [self._finish(self._convolve(part)) for part in z.split(chunk)]
+            return torch.cat(parts) if parts else z.new_zeros(0, self.embed)
         if torch.is_grad_enabled():
             # recompute each chunk in the backward pass instead of keeping the 64 x S
             # intermediate of every pixel: less memory, and the chunk stays in cache
-            parts = [checkpoint(self._convolve, part, use_reentrant=False) for part in z.split(self.chunk)]
+            parts = [checkpoint(self._convolve, part, use_reentrant=False) for part in z.split(chunk)]
         else:
-            parts = [self._convolve(part) for part in z.split(self.chunk)]
+            parts = [self._convolve(part) for part in z.split(chunk)]
         x = torch.cat(parts) if parts else z.new_zeros(0, self.embed)
-        # BatchNorm over pixels and segments alike, on a 2-D [N * segments, embed] layout.
+        return self._finish(x)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm (over pixels and segments alike, on the 2-D [N * segments, embed]
+        layout), ReLU and the mean over segments -> [N, embed]."""
         return F.relu(self.bn_out(x)).view(-1, self.segments, self.embed).mean(dim=1)
 
     def reference(self, spectra: torch.Tensor) -> torch.Tensor:
@@ -107,21 +119,28 @@ class SpectralRefiner(nn.Module):
         for dy in range(k):
             for dx in range(k):
                 term = x[..., dy:dy + h, dx:dx + w] + s[dy, dx]
-                out = term if out is None else torch.maximum(out, term)
+                out = term if out is None else _maximum(out, term)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = []
         for gate in self.attention:
             x = self.dilate(x)
-            blocks.append(x * torch.sigmoid(gate(x)))
+            g = torch.sigmoid(gate(x))
+            blocks.append(x * g if torch.is_grad_enabled() else g.mul_(x))
         h, w = blocks[-1].shape[-2:]
         merged = None
         for b in blocks:
             oy, ox = (b.shape[-2] - h) // 2, (b.shape[-1] - w) // 2
             b = b[..., oy:oy + h, ox:ox + w]
-            merged = b if merged is None else torch.maximum(merged, b)
+            merged = b if merged is None else _maximum(merged, b)
         return merged
+
+
+def _maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum; written into ``a`` when no gradient is recorded (inference
+    keeps one feature map instead of one per step)."""
+    return torch.maximum(a, b) if torch.is_grad_enabled() else torch.maximum(a, b, out=a)
 
 
 class SpatialExtractor(nn.Module):
@@ -154,7 +173,7 @@ def spectral_aware_pool(features: torch.Tensor, logits: torch.Tensor, patch: int
     den = torch.zeros(logits.shape[0], 1, h, w, dtype=logits.dtype, device=logits.device)
     for dy in range(patch):
         for dx in range(patch):
-            weight = (unit[..., dy:dy + h, dx:dx + w] * centre).sum(1, keepdim=True).clamp_min(0)
-            num = num + weight * logits[..., dy:dy + h, dx:dx + w]
-            den = den + weight
+            weight = (unit[..., dy:dy + h, dx:dx + w] * centre).sum(1, keepdim=True).clamp_min_(0)
+            num.addcmul_(weight, logits[..., dy:dy + h, dx:dx + w])
+            den.add_(weight)
     return num / (den + 1e-6)

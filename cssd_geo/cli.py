@@ -9,7 +9,7 @@ import traceback
 from . import __version__
 from .config import EvaluateConfig, PredictConfig, TrainConfig
 from .errors import CssdError
-from .progress import TqdmProgress
+from .progress import JsonLinesProgress, TqdmProgress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cssd-geo {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json-progress", action="store_true",
+                   help="progress as JSON lines on stderr (for programs that run cssd-geo)")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate}")
 
     t = sub.add_parser("train", help="train a CSSD model from a scene and labelled fields")
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     _limit_malloc_arenas()
     args = _parser().parse_args(argv)
-    progress = TqdmProgress(disable=True if args.quiet else None)
+    progress = JsonLinesProgress() if args.json_progress else TqdmProgress(disable=True if args.quiet else None)
     try:
         _run(args, progress)
         return 0

@@ -1,10 +1,12 @@
 """One small protocol through which long work reports progress and checks cancellation.
 
-The library calls a :class:`Progress`; the CLI renders it with tqdm (:class:`TqdmProgress`),
-QGIS with its feedback object. The base class is silent and never cancels.
+The library calls a :class:`Progress`; the CLI renders it with tqdm (:class:`TqdmProgress`) or
+as JSON lines for a program that drives it (:class:`JsonLinesProgress`), QGIS with its feedback
+object. The base class is silent and never cancels.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 from .errors import Cancelled
@@ -62,3 +64,29 @@ class TqdmProgress(Progress):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class JsonLinesProgress(Progress):
+    """Writes each event as one JSON object per line on stderr, for a program that runs
+    ``cssd-geo`` and shows the progress itself (the QGIS plugin does):
+    ``{"stage": name, "total": n}``, ``{"advance": k}`` and ``{"message": text}``."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream
+
+    def _emit(self, event: dict) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(json.dumps(event) + "\n")
+        stream.flush()
+
+    def stage(self, name: str, total: int) -> None:
+        self._emit({"stage": name, "total": total})
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        self._emit({"advance": steps, **({"note": note} if note else {})})
+
+    def message(self, text: str) -> None:
+        self._emit({"message": text})
+
+    def close(self) -> None:
+        """Nothing to close (the CLI calls this on every progress)."""

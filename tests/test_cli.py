@@ -125,3 +125,15 @@ def test_training_is_repeatable_with_a_seed(trained, tmp_path):
     assert a.metadata["training_pixels"] == b.metadata["training_pixels"]
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_json_progress_lines(trained, tmp_path, capsys):
+    scene, labels, cube, model = trained
+    capsys.readouterr()
+    assert cli.main(["--json-progress", "predict", str(model), scene, "-o", str(tmp_path / "m.tif"),
+                     "--chunk", "16"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    stage = next(e for e in events if "stage" in e)
+    assert stage == {"stage": "predict", "total": 9}  # 36 x 42 px in 16 px chunks: 3 x 3
+    assert sum(e.get("advance", 0) for e in events) == 9
+    assert any("map written to" in e.get("message", "") for e in events)

@@ -11,7 +11,13 @@ DEMO := demo-output
 SCENE := examples/indian_pines/indian_pines.tif
 FIELDS := examples/indian_pines/fields.shp
 
-.PHONY: demo test venv clean
+# The QGIS plugin's tests run in real QGIS when its Python bindings are installed
+# (apt-get install qgis python3-qgis): in .venv-qgis, made from QGIS's Python with its system
+# packages visible. numpy<2 and attrs>=23.2 keep Debian's GDAL bindings and affine working there.
+QGIS_PYTHON ?= /usr/bin/python3
+QGIS_VENV ?= .venv-qgis
+
+.PHONY: demo test test-qgis plugin venv clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +38,20 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+	@if $(QGIS_PYTHON) -c "import qgis.core" 2>/dev/null; then $(MAKE) --no-print-directory test-qgis; \
+	else echo "QGIS plugin tests skipped: QGIS is not installed (apt-get install qgis python3-qgis)"; fi
+
+$(QGIS_VENV)/.installed: pyproject.toml
+	$(QGIS_PYTHON) -m venv --system-site-packages $(QGIS_VENV)
+	$(QGIS_VENV)/bin/python -m pip install --quiet "numpy<2" "attrs>=23.2" "$(TORCH_SPEC)"
+	$(QGIS_VENV)/bin/python -m pip install --quiet -e ".[test]" "numpy<2" "attrs>=23.2"
+	touch $@
+
+test-qgis: venv $(QGIS_VENV)/.installed
+	QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/python -m pytest -q -rP -p no:cacheprovider tests/qgis
+
+plugin:
+	$(PYTHON) tools/build_qgis_plugin.py dist/cssd_geo_qgis.zip
 
 clean:
-	rm -rf $(VENV) $(DEMO) *.egg-info
+	rm -rf $(VENV) $(QGIS_VENV) $(DEMO) dist *.egg-info

@@ -1,0 +1,182 @@
+"""The three Processing algorithms. Each maps its parameters to the options of one cssd-geo
+step (the fields of cssd_geo's config dataclasses) and hands them to :mod:`.backend`."""
+import json
+import os
+
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
+                       QgsProcessingParameterBoolean,
+                       QgsProcessingParameterField, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString, QgsProcessingParameterVectorLayer)
+
+from . import backend
+
+VECTOR_FORMATS = ["shp", "gpkg", "geojson"]  # what cssd-geo reads directly; other layers are exported
+
+
+def raster_path(layer, what: str) -> str:
+    """The file behind a raster layer; a layer with none (WMS, memory, virtual) is refused."""
+    if layer is None:
+        raise QgsProcessingException(f"{what}: no raster layer given")
+    path = layer.source().split("|")[0]
+    if layer.providerType() != "gdal" or not os.path.exists(path):
+        raise QgsProcessingException(
+            f"{what}: layer {layer.name()!r} is not a raster file ({layer.providerType()} source); "
+            "save it as a GeoTIFF (right-click > Export > Save As) and use that layer")
+    return path
+
+
+class _Algorithm(QgsProcessingAlgorithm):
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def flags(self):
+        # cssd-geo uses its own threads and the raster files directly
+        return super().flags() | QgsProcessingAlgorithm.FlagNoThreading
+
+
+class TrainAlgorithm(_Algorithm):
+    """cssd:train — a CSSD model from a hyperspectral raster and labelled polygons or points."""
+
+    def name(self) -> str:
+        return "train"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Train CSSD model"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Trains a CSSD classifier on the hyperspectral raster from a few labelled pixels per class, "
+                "drawn inside the polygons (or at the points) of the label layer. The class field may hold "
+                "integers or names; left empty, it is guessed. Writes a .cssd model file.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            "LABELS", "Labelled fields", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS",
+                                                      optional=True))
+        self.addParameter(QgsProcessingParameterNumber("SHOTS", "Labelled pixels per class", defaultValue=16,
+                                                       minValue=1))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", defaultValue=50, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber("PATCH", "Pooled window side (odd)", defaultValue=11,
+                                                       minValue=3))
+        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0))
+        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
+                                                       defaultValue="auto"))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Model file",
+                                                                fileFilter="CSSD model (*.cssd)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        scene = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Hyperspectral raster")
+        labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, VECTOR_FORMATS,
+                                                           "gpkg", feedback)
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
+                   "shots": self.parameterAsInt(parameters, "SHOTS", context),
+                   "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+                   "patch": self.parameterAsInt(parameters, "PATCH", context),
+                   "seed": self.parameterAsInt(parameters, "SEED", context),
+                   "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",
+                   "overwrite": True}  # QGIS's file dialog has already asked
+        backend.run("train", {"scene": scene, "labels": labels, "output": output}, options, feedback)
+        return {"OUTPUT": output}
+
+
+class _LoadStyle(QgsProcessingLayerPostProcessorInterface):
+    """Gives the map loaded into the project its class colours and names (the .qml that
+    cssd-geo writes beside it)."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        qml = os.path.splitext(layer.source())[0] + ".qml"
+        if os.path.exists(qml):
+            layer.loadNamedStyle(qml)
+            layer.triggerRepaint()
+
+
+_LOAD_STYLE = _LoadStyle()  # QGIS keeps no reference of its own: it must outlive the algorithm
+
+
+class PredictAlgorithm(_Algorithm):
+    """cssd:predict — the class map of a whole raster, styled with the model's classes."""
+
+    def name(self) -> str:
+        return "predict"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Predict classification map"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Predicts the class of every pixel of the raster with a CSSD model, chunk by chunk (the map "
+                "does not depend on the chunk size), and writes a tiled GeoTIFF with the class colours and "
+                "names. Optionally writes per-class probabilities beside it (NAME_probabilities.tif).")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile("MODEL", "Model file", extension="cssd"))
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
+        self.addParameter(QgsProcessingParameterNumber("CHUNK", "Chunk side in pixels (0: from memory)",
+                                                       defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
+                                                       defaultValue="auto"))
+        self.addParameter(QgsProcessingParameterBoolean("PROBABILITIES", "Also write class probabilities",
+                                                        defaultValue=False, optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classification map"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        scene = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Hyperspectral raster")
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"{output}: the classification map is written as GeoTIFF; "
+                                         "give a name ending in .tif")
+        options = {"chunk": self.parameterAsInt(parameters, "CHUNK", context) or None,
+                   "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",
+                   "probabilities": self.parameterAsBool(parameters, "PROBABILITIES", context),
+                   "overwrite": True}
+        backend.run("predict", {"model": model, "scene": scene, "output": output}, options, feedback)
+        if context.willLoadLayerOnCompletion(output):
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(_LOAD_STYLE)
+        return {"OUTPUT": output}
+
+
+class EvaluateAlgorithm(_Algorithm):
+    """cssd:evaluate — overall / average accuracy, kappa and confusion of a map."""
+
+    def name(self) -> str:
+        return "evaluate"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Evaluate map"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Compares a classification map with reference labels (polygons or points): overall and "
+                "average accuracy, kappa, per-class accuracy and the confusion matrix, in the log and as "
+                "a JSON file.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Classification map"))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            "LABELS", "Reference labels", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS",
+                                                      optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Metrics (JSON)",
+                                                                fileFilter="JSON (*.json)"))
+        for name, title in (("OVERALL_ACCURACY", "Overall accuracy"), ("AVERAGE_ACCURACY", "Average accuracy"),
+                            ("KAPPA", "Kappa")):
+            self.addOutput(QgsProcessingOutputNumber(name, title))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        path = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Classification map")
+        labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, VECTOR_FORMATS,
+                                                           "gpkg", feedback)
+        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
+                   "json_path": output}
+        table = backend.run("evaluate", {"map": path, "labels": labels}, options, feedback)
+        for line in table.splitlines():
+            feedback.pushInfo(line)
+        with open(output, encoding="utf-8") as f:
+            metrics = json.load(f)
+        return {"OUTPUT": output, "OVERALL_ACCURACY": metrics["overall_accuracy"],
+                "AVERAGE_ACCURACY": metrics["average_accuracy"], "KAPPA": metrics["kappa"]}

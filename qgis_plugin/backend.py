@@ -1,0 +1,244 @@
+"""Where the work runs: the cssd_geo library inside QGIS's Python, or the ``cssd-geo``
+executable of another Python environment, whose JSON-lines progress is streamed into the
+Processing feedback. Both take the same options: the field names of cssd_geo's config
+dataclasses (TrainConfig, PredictConfig, EvaluateConfig), so nothing here knows the model.
+
+This module imports only the standard library and QGIS: importing pyproj, geopandas or
+pyogrio wheels into a QGIS process crashes it at exit, so cssd_geo is imported only when the
+in-QGIS backend is chosen.
+"""
+import importlib.metadata
+import importlib.util
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+from qgis.core import QgsProcessingException
+
+BACKEND_SETTING = "CSSD_BACKEND"
+EXECUTABLE_SETTING = "CSSD_EXECUTABLE"
+BACKENDS = ("auto", "in QGIS", "executable")
+# the same choices from the environment (batch scripts, tests): CSSD_GEO_BACKEND=auto|inprocess|executable
+ENV_BACKEND, ENV_EXECUTABLE = "CSSD_GEO_BACKEND", "CSSD_GEO_EXECUTABLE"
+INSTALL_HINT = ("install cssd-geo into a Python environment (python3 -m venv cssd; cssd/bin/pip install "
+                "cssd-geo) and set its executable under Settings > Options > Processing > Providers > CSSD "
+                "(or the CSSD_GEO_EXECUTABLE environment variable)")
+# variables of QGIS's own Python and GDAL that must not leak into another environment's cssd-geo
+_QGIS_ONLY_ENV = ("PYTHONPATH", "PYTHONHOME", "GDAL_DATA", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA")
+
+
+def _setting(name: str) -> str:
+    try:
+        from processing.core.ProcessingConfig import ProcessingConfig
+    except ImportError:
+        return ""
+    value = ProcessingConfig.getSetting(name)
+    return str(value).strip() if value else ""
+
+
+def library_importable() -> bool:
+    """True when cssd-geo and every package it requires are installed for QGIS's Python
+    (checked from their metadata, without importing them; a cssd_geo folder that merely
+    lies on sys.path does not count)."""
+    try:
+        dist = importlib.metadata.distribution("cssd-geo")
+        for requirement in dist.requires or []:
+            if "extra ==" not in requirement:
+                importlib.metadata.distribution(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("cssd_geo") is not None
+
+
+def executable() -> str:
+    """The configured cssd-geo executable, or the one on PATH, or ""."""
+    path = os.environ.get(ENV_EXECUTABLE) or _setting(EXECUTABLE_SETTING)
+    if path:
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise QgsProcessingException(f"cssd-geo executable {path!r} does not exist or cannot be run; "
+                                         f"fix the path, or {INSTALL_HINT}")
+        return path
+    return shutil.which("cssd-geo") or ""
+
+
+def choose() -> str:
+    """``"inprocess"`` or ``"executable"``, from the settings and what is installed."""
+    wanted = (os.environ.get(ENV_BACKEND) or _setting(BACKEND_SETTING) or "auto").lower().replace(" ", "")
+    if wanted in ("inqgis", "inprocess"):
+        if not library_importable():
+            raise QgsProcessingException(f"QGIS's Python ({sys.executable}) cannot import cssd_geo; "
+                                         f"install it there, or {INSTALL_HINT}")
+        return "inprocess"
+    if wanted == "executable":
+        if not executable():
+            raise QgsProcessingException(f"no cssd-geo executable is set and none is on PATH; {INSTALL_HINT}")
+        return "executable"
+    if library_importable():
+        return "inprocess"
+    if executable():
+        return "executable"
+    raise QgsProcessingException(f"cssd-geo is not available: QGIS's Python cannot import cssd_geo and no "
+                                 f"cssd-geo executable is set; {INSTALL_HINT}")
+
+
+def run(command: str, inputs: dict, options: dict, feedback) -> str:
+    """Run ``command`` (train, predict or evaluate) and return what it prints as its result
+    (the metrics table of evaluate). ``inputs`` are the paths the step reads and writes,
+    ``options`` the fields of its config dataclass."""
+    if choose() == "inprocess":
+        return _run_in_process(command, inputs, options, feedback)
+    return _run_executable(command, inputs, options, feedback)
+
+
+# --- inside QGIS's Python ----------------------------------------------------------------------
+
+def _run_in_process(command: str, inputs: dict, options: dict, feedback) -> str:
+    import cssd_geo
+
+    progress = _feedback_progress(feedback)
+    try:
+        if command == "train":
+            cssd_geo.train(inputs["scene"], inputs["labels"], inputs["output"],
+                           cssd_geo.TrainConfig(**options), progress)
+        elif command == "predict":
+            cssd_geo.predict(inputs["model"], inputs["scene"], inputs["output"],
+                             cssd_geo.PredictConfig(**options), progress)
+        else:
+            return cssd_geo.evaluate(inputs["map"], inputs["labels"], cssd_geo.EvaluateConfig(**options),
+                                     progress).table()
+    except cssd_geo.Cancelled:
+        raise QgsProcessingException("cancelled; nothing was written to the output")
+    except cssd_geo.CssdError as exc:
+        raise QgsProcessingException(str(exc))
+    return ""
+
+
+def _feedback_progress(feedback):
+    """A cssd_geo Progress that reports to a QgsProcessingFeedback."""
+    from cssd_geo.progress import Progress
+
+    class FeedbackProgress(Progress):
+        def __init__(self) -> None:
+            self.total, self.done = 0, 0
+
+        def stage(self, name: str, total: int) -> None:
+            self.total, self.done = max(1, total), 0
+            feedback.setProgressText(name)
+            feedback.setProgress(0)
+
+        def advance(self, steps: int = 1, note: str = "") -> None:
+            self.done += steps
+            feedback.setProgress(min(100.0, 100.0 * self.done / self.total))
+
+        def message(self, text: str) -> None:
+            feedback.pushInfo(text)
+
+        def cancelled(self) -> bool:
+            return feedback.isCanceled()
+
+    return FeedbackProgress()
+
+
+# --- through the cssd-geo executable -----------------------------------------------------------
+
+def command_line(command: str, inputs: dict, options: dict) -> list:
+    """The cssd-geo arguments for a step (after the executable)."""
+    if command == "train":
+        args = [inputs["scene"], "--labels", inputs["labels"], "-o", inputs["output"]]
+    elif command == "predict":
+        args = [inputs["model"], inputs["scene"], "-o", inputs["output"]]
+    else:
+        options = dict(options)
+        args = [inputs["map"], "--labels", inputs["labels"]]
+        if options.get("json_path"):
+            args += ["--json", options.pop("json_path")]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or value is False:
+            continue
+        args += [flag] if value is True else [flag, str(value)]
+    return ["--json-progress", command] + args
+
+
+def _run_executable(command: str, inputs: dict, options: dict, feedback) -> str:
+    argv = [executable()] + command_line(command, inputs, options)
+    feedback.pushCommandInfo(" ".join(argv))
+    env = {k: v for k, v in os.environ.items() if k not in _QGIS_ONLY_ENV}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+    out: list = []
+    readers = [threading.Thread(target=_pump, args=(proc.stderr, lines.put), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stdout, out.append), daemon=True)]
+    for reader in readers:
+        reader.start()
+    total, done, errors, cancelled = 1, 0, [], False
+    while True:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            line = None
+        if feedback.isCanceled() and not cancelled:
+            cancelled = True
+            _stop(proc)
+        if line is None:
+            if proc.poll() is not None and not readers[0].is_alive() and lines.empty():
+                break
+            continue
+        event = _event(line)
+        if event is None:
+            if line.strip():
+                errors.append(line.strip())
+                feedback.pushInfo(line.rstrip())
+        elif "stage" in event:
+            total, done = max(1, int(event["total"])), 0
+            feedback.setProgressText(str(event["stage"]))
+            feedback.setProgress(0)
+        elif "advance" in event:
+            done += int(event["advance"])
+            feedback.setProgress(min(100.0, 100.0 * done / total))
+        elif "message" in event:
+            feedback.pushInfo(str(event["message"]))
+    proc.wait()
+    readers[1].join()
+    if cancelled:
+        raise QgsProcessingException("cancelled; nothing was written to the output")
+    if proc.returncode != 0:
+        reason = errors[-1] if errors else f"exit status {proc.returncode}"
+        raise QgsProcessingException(reason.replace("cssd-geo: error: ", ""))
+    return "".join(out)
+
+
+def _pump(stream, put) -> None:
+    for line in iter(stream.readline, ""):
+        put(line)
+    stream.close()
+
+
+def _event(line: str):
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Ask cssd-geo to stop (it deletes its partial output and exits), then insist."""
+    if proc.poll() is not None:
+        return
+    if os.name == "posix":
+        proc.send_signal(signal.SIGINT)
+    else:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()

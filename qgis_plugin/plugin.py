@@ -1,0 +1,24 @@
+"""The plugin object: registers the CSSD Processing provider, nothing else."""
+from qgis.core import QgsApplication
+
+from .provider import CssdProvider
+
+
+class CssdPlugin:
+    """Adds the "CSSD" provider to the Processing toolbox while the plugin is loaded."""
+
+    def __init__(self, iface=None) -> None:
+        self.iface = iface
+        self.provider = None
+
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS plugin API)
+        self.provider = CssdProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802
+        self.initProcessing()
+
+    def unload(self) -> None:
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

@@ -1,0 +1,192 @@
+"""The QGIS plugin in real QGIS (headless): the algorithms through processing.run with both
+backends, cancelling, the styled output, qgis_process on the command line, and the plugin
+zip installed into a clean profile."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+pytest.importorskip("qgis.core", reason="QGIS's Python bindings are not importable in this environment; "
+                                        "make test runs these tests in .venv-qgis when Debian's qgis and "
+                                        "python3-qgis are installed")
+
+from qgis_helpers import FIELDS, ROOT, SCENE, cli_executable, headless_env  # noqa: E402
+
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's qgis_process wrapper passes an option 3.22 rejects
+
+
+def _predict(model, out, **extra):
+    import processing
+
+    params = {"MODEL": str(model), "INPUT": str(SCENE), "CHUNK": 64, "DEVICE": "cpu", "OUTPUT": str(out)}
+    return processing.run("cssd:predict", {**params, **extra})
+
+
+def test_provider_lists_the_algorithms(qgis_app):
+    from qgis.core import QgsApplication
+
+    provider = QgsApplication.processingRegistry().providerById("cssd")
+    assert provider is not None and provider.name() == "CSSD"
+    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:evaluate", "cssd:predict", "cssd:train"]
+    train = QgsApplication.processingRegistry().algorithmById("cssd:train")
+    names = [p.name() for p in train.parameterDefinitions()]
+    assert names == ["INPUT", "LABELS", "CLASS_FIELD", "SHOTS", "EPOCHS", "PATCH", "SEED", "DEVICE", "OUTPUT"]
+
+
+def test_train_writes_a_model_with_the_layer_classes(trained_model):
+    import cssd_geo
+
+    model = cssd_geo.load_model(trained_model)
+    assert model.n_classes == 16 and model.bands == 200
+    assert {c.name for c in model.classes} >= {"Corn-notill", "Woods"}
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_predict_writes_a_styled_map(trained_model, tmp_path, backend, backend_env):
+    from qgis.core import QgsRasterLayer
+
+    backend_env(backend)
+    out = tmp_path / f"map_{backend}.tif"
+    result = _predict(trained_model, out)
+    assert result["OUTPUT"] == str(out)
+    with rasterio.open(out) as ds, rasterio.open(SCENE) as scene:
+        assert ds.crs == scene.crs and ds.transform == scene.transform
+        assert (ds.width, ds.height) == (scene.width, scene.height)
+        ids = set(np.unique(ds.read(1)).tolist())
+    assert ids and ids <= set(range(1, 17))
+    layer = QgsRasterLayer(str(out), "map")  # QGIS picks up the .qml cssd-geo writes beside the map
+    renderer = layer.renderer()
+    assert renderer.type() == "paletted"
+    labels = {c.value: c.label for c in renderer.classes()}
+    assert labels[11] == "Soybean-mintill" and len(labels) == 16
+    del renderer, layer
+
+
+def test_both_backends_give_the_same_map(trained_model, tmp_path, backend_env):
+    maps = []
+    for backend in ("inprocess", "executable"):
+        backend_env(backend)
+        _predict(trained_model, tmp_path / f"{backend}.tif", CHUNK=0)
+        with rasterio.open(tmp_path / f"{backend}.tif") as ds:
+            maps.append(ds.read(1))
+    assert np.array_equal(*maps)
+
+
+def test_evaluate_writes_metrics(trained_model, tmp_path):
+    import processing
+
+    _predict(trained_model, tmp_path / "map.tif")
+    out = tmp_path / "metrics.json"
+    result = processing.run("cssd:evaluate", {"INPUT": str(tmp_path / "map.tif"), "LABELS": str(FIELDS),
+                                              "CLASS_FIELD": "class_id", "OUTPUT": str(out)})
+    metrics = json.loads(out.read_text())
+    assert metrics["pixels"] == 10249
+    assert 0.0 < metrics["overall_accuracy"] <= 1.0
+    assert result["OVERALL_ACCURACY"] == pytest.approx(metrics["overall_accuracy"])
+    assert result["KAPPA"] == pytest.approx(metrics["kappa"])
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_cancel_stops_predict_and_leaves_no_output(trained_model, tmp_path, backend, backend_env):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    backend_env(backend)
+    feedback = QgsProcessingFeedback()
+    steps = []
+
+    def cancel_after_first_chunk(value):
+        steps.append(value)
+        if value > 0:
+            feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_after_first_chunk)
+    out = tmp_path / "cancelled.tif"
+    params = {"MODEL": str(trained_model), "INPUT": str(SCENE), "CHUNK": 16, "DEVICE": "cpu", "OUTPUT": str(out)}
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        processing.run("cssd:predict", params, feedback=feedback)
+    assert max(steps) < 100  # stopped before the end
+    assert sorted(os.listdir(tmp_path)) == []  # neither the map nor a partial file
+
+
+def test_a_layer_without_a_file_is_refused(qgis_app):
+    from qgis.core import QgsProcessingException
+
+    from qgis_plugin.algorithms import raster_path
+
+    class WmsLayer:
+        def source(self):
+            return "crs=EPSG:3857&format=image/png&layers=x&url=https://example.invalid/wms"
+
+        def providerType(self):  # noqa: N802
+            return "wms"
+
+        def name(self):
+            return "basemap"
+
+    with pytest.raises(QgsProcessingException, match="not a raster file.*Save As"):
+        raster_path(WmsLayer(), "Hyperspectral raster")
+
+
+def test_missing_cssd_geo_says_what_to_install(qgis_app, monkeypatch, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    from qgis_plugin import backend
+
+    monkeypatch.setattr(backend, "library_importable", lambda: False)
+    monkeypatch.setenv("CSSD_GEO_BACKEND", "auto")
+    monkeypatch.delenv("CSSD_GEO_EXECUTABLE", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(QgsProcessingException, match="pip install cssd-geo.*Providers > CSSD"):
+        backend.choose()
+
+
+def _qgis_process(args, config_dir, plugin_path=None, **env):
+    """Run qgis_process as a batch script would: its own Python, which cannot import cssd_geo."""
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    base.update(headless_env(str(config_dir)), **env)
+    if plugin_path:
+        base["QGIS_PLUGINPATH"] = str(plugin_path)
+    return subprocess.run([QGIS_PROCESS, *args], env=base, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed")
+def test_qgis_process_runs_predict(trained_model, tmp_path):
+    enabled = _qgis_process(["plugins", "enable", "qgis_plugin"], tmp_path / "profile", ROOT)
+    assert enabled.returncode == 0, enabled.stderr
+    listed = _qgis_process(["list"], tmp_path / "profile", ROOT)
+    print("\n".join(line for line in listed.stdout.splitlines() if "cssd" in line.lower()))
+    assert "cssd:predict" in listed.stdout and "cssd:train" in listed.stdout
+    out = tmp_path / "batch.tif"
+    run = _qgis_process(["--json", "run", "cssd:predict", "--", f"MODEL={trained_model}", f"INPUT={SCENE}",
+                         "CHUNK=64", "DEVICE=cpu", f"OUTPUT={out}"], tmp_path / "profile", ROOT,
+                        CSSD_GEO_EXECUTABLE=cli_executable())
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(run.stdout[run.stdout.index("{"):])
+    assert report["results"]["OUTPUT"] == str(out)
+    assert "--json-progress predict" in json.dumps(report["log"])  # ran through the executable
+    with rasterio.open(out) as ds:
+        assert ds.crs is not None and ds.width == 145 and ds.colormap(1)
+
+
+@pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed")
+def test_plugin_zip_installs_into_a_clean_profile(tmp_path):
+    archive = tmp_path / "cssd_geo_qgis.zip"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_qgis_plugin.py"), str(archive)], check=True)
+    plugins = tmp_path / "profile" / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as z:
+        assert not [n for n in z.namelist() if "__pycache__" in n or not n.startswith("qgis_plugin/")]
+        z.extractall(plugins)
+    enabled = _qgis_process(["plugins", "enable", "qgis_plugin"], tmp_path / "profile")
+    assert enabled.returncode == 0, enabled.stderr
+    listed = _qgis_process(["list"], tmp_path / "profile")
+    assert "cssd:train" in listed.stdout and "cssd:evaluate" in listed.stdout, listed.stdout[-2000:]

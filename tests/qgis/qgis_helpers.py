@@ -19,7 +19,9 @@ def headless_env(config_dir: str) -> dict:
     """Variables for QGIS without a display and with a throw-away profile."""
     runtime = tempfile.mkdtemp(prefix="xdg-")
     os.chmod(runtime, 0o700)
-    return {"QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": runtime, "QGIS_CUSTOM_CONFIG_PATH": config_dir}
+    # GDAL_PAM_ENABLED=NO: QGIS must not leave .aux.xml statistics beside the example scene
+    return {"QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": runtime, "QGIS_CUSTOM_CONFIG_PATH": config_dir,
+            "GDAL_PAM_ENABLED": "NO"}
 
 
 def cli_executable() -> str:

@@ -73,8 +73,9 @@ class PredictConfig:
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for an option no run could use."""
-        if self.chunk is not None and self.chunk < 16:
-            raise CssdError(f"--chunk {self.chunk}: use a chunk side of at least 16 pixels (e.g. 512)")
+        if self.chunk is not None and self.chunk < 1:
+            raise CssdError(f"--chunk {self.chunk}: the chunk side must be a positive number of pixels "
+                            "(e.g. 256), or leave it out to size chunks from memory")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise CssdError(f"--precision {self.precision}: choose fp32, bf16 or fp16")
 

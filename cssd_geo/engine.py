@@ -21,7 +21,7 @@ import xarray as xr
 
 from .config import PredictConfig
 from .device import resolve_device
-from .errors import CssdError
+from .errors import CssdError, reading
 from .io.scene import band_names, band_wavelengths, mask_invalid, open_scene, scene_grid, scene_nodata
 from .io.writers import (ClassMapWriter, ProbabilityWriter, ZarrMapWriter, encode_probabilities, map_encoding,
                          write_quicklook)
@@ -168,6 +168,26 @@ def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
+def reflect_pad(data: dsa.Array, h: int) -> dsa.Array:
+    """Pad the two spatial axes of (band, y, x) by ``h`` pixels, reflected about the edge
+    pixels as :func:`cssd_geo.io.scene.reflect_index` does in training: in steps of at most
+    size - 1 (a reflection repeats on scenes smaller than the halo); a 1-pixel axis repeats
+    its pixel."""
+    for axis in (1, 2):
+        widths = [(0, 0)] * 3
+        if data.shape[axis] == 1:
+            widths[axis] = (h, h)
+            data = dsa.pad(data, widths, mode="edge")
+            continue
+        left = right = h
+        while left or right:
+            n = data.shape[axis] - 1
+            widths[axis] = (min(left, n), min(right, n))
+            data = dsa.pad(data, widths, mode="reflect")
+            left, right = left - widths[axis][0], right - widths[axis][1]
+    return data
+
+
 def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int) -> dsa.Array:
     """The lazy (output band, y, x) array of ``job.outputs`` over the whole scene, chunked
     ``chunk`` x ``chunk``: each chunk computed from its core plus ``model.reach`` pixels of
@@ -176,7 +196,7 @@ def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int) -
     if chunk < h:
         raise CssdError(f"--chunk {chunk}: smaller than the model's halo of {h} pixels; use at least {h}")
     data = scene.data.rechunk((-1, chunk, chunk))
-    padded = dsa.pad(data, ((0, 0), (h, h), (h, h)), mode="reflect")
+    padded = reflect_pad(data, h)
     # chunks of the padded array: the padding joins the first and last chunk of each axis
     rows, cols = data.chunks[1], data.chunks[2]
     grow = lambda c: (c[0] + 2 * h,) if len(c) == 1 else (c[0] + h, *c[1:-1], c[-1] + h)  # noqa: E731
@@ -275,11 +295,15 @@ def predict(model: str | os.PathLike | CSSD, scene: str | os.PathLike | xr.DataA
     progress.stage("predict", n_chunks * (len(layers) if config.scheduler else 1))
     start = time.perf_counter()
     run = _Runner(config, progress, predict_block.__name__, device)
-    if ext == ".zarr":
-        with ZarrMapWriter(output, grid, net.classes, map_nodata, layers) as store:
-            run.store(list(layers.values()), [store.targets[name] for name in layers])
-    else:
-        _write_geotiffs(output, extra, layers, grid, net, config, run, model_name)
+    counter = _ValidPixels(map_nodata, scene_name)
+    with reading(scene_name):
+        if ext == ".zarr":
+            with ZarrMapWriter(output, grid, net.classes, map_nodata, layers) as store:
+                run.store(list(layers.values()), [counter.wrap(store.targets[name]) if name == "classes"
+                                                  else store.targets[name] for name in layers])
+                counter.check()
+        else:
+            _write_geotiffs(output, extra, layers, grid, net, config, run, model_name, counter)
     seconds = time.perf_counter() - start
     progress.message(f"map written to {output} ({grid.width} x {grid.height} px, chunk {chunk}, {seconds:.1f} s)")
     if config.quicklook:
@@ -288,7 +312,32 @@ def predict(model: str | os.PathLike | CSSD, scene: str | os.PathLike | xr.DataA
     return PredictResult(output, grid.width * grid.height, seconds, chunk, list(extra.values()))
 
 
-def _write_geotiffs(output, extra, layers, grid, net, config, run, model_name) -> None:
+class _ValidPixels:
+    """Counts the mapped (not nodata) pixels written through a class map target."""
+
+    def __init__(self, nodata: int, scene_name: str) -> None:
+        self.nodata, self.scene_name, self.count, self._lock = nodata, scene_name, 0, threading.Lock()
+
+    def wrap(self, target):
+        counter = self
+
+        class Counting:
+            def __setitem__(self, key, block):
+                valid = int(np.count_nonzero(np.asarray(block) != counter.nodata))
+                with counter._lock:
+                    counter.count += valid
+                target[key] = block
+
+        return Counting()
+
+    def check(self) -> None:
+        """Refuse a map without a single classified pixel (raised before the map is kept)."""
+        if self.count == 0:
+            raise CssdError(f"{self.scene_name}: every pixel is nodata (or NaN/inf in some band), so the map would be "
+                            "empty; check the scene's nodata value (e.g. gdal_edit.py -a_nodata)")
+
+
+def _write_geotiffs(output, extra, layers, grid, net, config, run, model_name, counter) -> None:
     from contextlib import ExitStack
 
     with ExitStack() as stack:
@@ -301,7 +350,9 @@ def _write_geotiffs(output, extra, layers, grid, net, config, run, model_name) -
             targets["confidence"] = stack.enter_context(ProbabilityWriter(
                 extra["confidence"], grid, ["confidence (max probability)"], cog=config.cog))
         names = list(layers)
-        run.store([layers[n] for n in names], [targets[n] for n in names])
+        run.store([layers[n] for n in names], [counter.wrap(targets[n]) if n == "classes" else targets[n]
+                                               for n in names])
+        counter.check()
 
 
 class _Runner:

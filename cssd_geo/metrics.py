@@ -99,6 +99,8 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     if unknown:
         progress.message(f"{unknown} label features have classes the map does not know; they were left out")
     raster = rasterize_labels(table, grid)
+    for note in table.notes + raster.notes:
+        progress.message(note)
     h, w = raster.index.shape
     with rasterio.open(map_path) as ds:
         predicted = ds.read(1, window=Window(raster.col_off, raster.row_off, w, h))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 from .errors import CssdError
 
@@ -15,8 +16,20 @@ def check_output(path: str | os.PathLike, overwrite: bool, inputs: tuple = ()) -
             raise CssdError(f"{path}: the output path is also an input; write to another file")
     if not os.path.isdir(folder):
         raise CssdError(f"{path}: the folder {folder} does not exist; create it or choose another output path")
-    if not os.access(folder, os.W_OK):
+    if not _writable(folder):
         raise CssdError(f"{path}: the folder {folder} is not writable; choose another output path")
     if os.path.exists(path) and not overwrite:
         raise CssdError(f"{path}: already exists; pass --overwrite to replace it or choose another path")
     return path
+
+
+def _writable(folder: str) -> bool:
+    """Whether a file can be created in ``folder`` (tried, not guessed from permission bits,
+    which say nothing of read-only file systems and nothing at all for root)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cssd-write-test-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True

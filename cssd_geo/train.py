@@ -12,13 +12,16 @@ import xarray as xr
 
 from .config import TrainConfig
 from .device import resolve_device
-from .errors import CssdError
+from .errors import CssdError, reading, writing
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
 from .io.vector import LabelRaster, read_labels, rasterize_labels
 from .model import CSSD, distillation_loss, save_model
 from .paths import check_output
 from .progress import Progress
 from .sampling import Samples, draw_shots, window_pixels
+
+MIN_BANDS = 3  # SpeFE cuts the spectrum into three segments
+
 
 @dataclass
 class TrainResult:
@@ -46,18 +49,32 @@ def train(scene: str | os.PathLike | xr.DataArray, labels: str | os.PathLike, ou
     if grid.crs is None:
         raise CssdError(f"{scene_path}: the scene has no CRS, so labels cannot be placed on it; "
                         "assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
+    if da.sizes["band"] < MIN_BANDS:
+        raise CssdError(f"{scene_path}: has {da.sizes['band']} band(s); CSSD classifies spectra and needs at least "
+                        f"{MIN_BANDS} bands (its spectral extractor splits each spectrum in three); give the "
+                        "hyperspectral cube, not a single band or a class map")
+    with reading(scene_path):
+        return _train(da, grid, scene_path, labels, output, config, device, progress, start)
+
+
+def _train(da, grid, scene_path, labels, output, config, device, progress, start) -> TrainResult:
+    """Labels -> samples -> model -> fit -> model file, on an opened scene."""
+    mean, std = band_statistics(da)  # also refuses a scene that is nodata everywhere
     table = read_labels(labels, grid.crs, config.class_field)
+    for note in table.notes:
+        progress.message(note)
     progress.message(f"labels: {len(table.frame)} features, {len(table.classes)} classes from field "
                      f"{table.field!r}")
     if len(table.classes) < 2:
         raise CssdError(f"{labels}: field {table.field!r} has a single class; a classifier needs at least two")
     raster = rasterize_labels(table, grid)
+    for note in raster.notes:
+        progress.message(note)
     samples = _draw(da, raster, config, progress)
 
     torch.manual_seed(config.seed)
     model = CSSD(da.sizes["band"], len(table.classes), patch=config.patch, tau=config.tau,
                  eps=config.eps, classes=table.classes)
-    mean, std = band_statistics(da)
     model.set_normalisation(mean, std)
     progress.message(f"model: window {model.window} px (patch {model.patch} + 2 x radius {model.radius}), "
                      f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
@@ -67,16 +84,17 @@ def train(scene: str | os.PathLike | xr.DataArray, labels: str | os.PathLike, ou
 
     transform = grid.transform
     xs, ys = rasterio.transform.xy(transform, samples.rows, samples.cols, offset="center")
-    save_model(model, output, {
-        "band_names": band_names(da), "wavelengths": band_wavelengths(da),
-        "class_field": table.field,
-        "training_pixels": {"rows": samples.rows.tolist(), "cols": samples.cols.tolist(),
-                            "x": np.asarray(xs).tolist(), "y": np.asarray(ys).tolist()},
-        "scene": {"path": os.path.abspath(scene_path) if scene_path else None,
-                  "crs": grid.crs.to_wkt(), "transform": list(transform)[:6],
-                  "height": grid.height, "width": grid.width},
-        "train_config": asdict(config), "final_loss": loss,
-    })
+    with writing(output):
+        save_model(model, output, {
+            "band_names": band_names(da), "wavelengths": band_wavelengths(da),
+            "class_field": table.field,
+            "training_pixels": {"rows": samples.rows.tolist(), "cols": samples.cols.tolist(),
+                                "x": np.asarray(xs).tolist(), "y": np.asarray(ys).tolist()},
+            "scene": {"path": os.path.abspath(scene_path) if scene_path else None,
+                      "crs": grid.crs.to_wkt(), "transform": list(transform)[:6],
+                      "height": grid.height, "width": grid.width},
+            "train_config": asdict(config), "final_loss": loss,
+        })
     seconds = time.perf_counter() - start
     progress.message(f"model written to {output} ({len(samples)} training pixels, {seconds:.1f} s)")
     return TrainResult(output, samples, table.field, loss, seconds)

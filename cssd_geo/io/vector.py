@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ class Labels:
     frame: "object"  # geopandas.GeoDataFrame with a ``_class_index`` column
     classes: list[ClassInfo]
     field: str
+    notes: list[str] = field(default_factory=list)  # what was repaired or left out, for the user
 
 
 @dataclass
@@ -32,6 +33,7 @@ class LabelRaster:
     row_off: int
     col_off: int
     classes: list[ClassInfo]
+    notes: list[str] = field(default_factory=list)
 
     def pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Scene rows, scene columns and class indices of every labelled pixel."""
@@ -67,14 +69,15 @@ def read_labels(path: str | os.PathLike, crs, class_field: str | None = None,
     features are matched to it by id (integer field) or name (text field).
     """
     path = os.fspath(path)
-    frame = read_vector(path)
-    frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
-    if len(frame) == 0:
-        raise CssdError(f"{path}: the layer has no features with a geometry; add labelled polygons or points")
-    field = class_field if class_field is not None else _guess_class_field(path, frame)
-    if field not in frame.columns or field == frame.geometry.name:
-        raise CssdError(f"{path}: no field {field!r}; choose --class-field from: {_field_list(frame)}")
-    frame = frame[frame[field].notna()]
+    frame, notes = _usable_geometries(path, read_vector(path))
+    name = class_field if class_field is not None else _guess_class_field(path, frame)
+    if name not in frame.columns or name == frame.geometry.name:
+        raise CssdError(f"{path}: no field {name!r}; choose --class-field from: {_field_list(frame)}")
+    unlabelled = int(frame[name].isna().sum())
+    if unlabelled:
+        notes.append(f"{path}: {unlabelled} features have no value in {name!r} and were left out")
+        frame = frame[frame[name].notna()]
+    field = name
     ids, names = _class_values(path, frame, field)
     if classes is None:
         table = make_class_table(*zip(*sorted(set(zip(ids, names)))))
@@ -89,7 +92,25 @@ def read_labels(path: str | os.PathLike, crs, class_field: str | None = None,
     frame = frame.assign(_class_index=index)
     if crs is not None and frame.crs != crs:
         frame = frame.to_crs(crs)
-    return Labels(path, frame, table, field)
+    return Labels(path, frame, table, field, notes)
+
+
+def _usable_geometries(path: str, frame) -> tuple[object, list[str]]:
+    """Drop features without a geometry and repair invalid ones (``make_valid``), saying so."""
+    notes = []
+    missing = frame.geometry.isna() | frame.geometry.is_empty
+    if missing.any():
+        notes.append(f"{path}: {int(missing.sum())} features have an empty or no geometry and were skipped")
+        frame = frame[~missing]
+    invalid = ~frame.geometry.is_valid
+    if invalid.any():
+        frame = frame.copy()
+        frame.loc[invalid, frame.geometry.name] = frame.geometry[invalid].make_valid()
+        notes.append(f"{path}: {int(invalid.sum())} invalid geometries (e.g. self-intersecting) were repaired")
+        frame = frame[~(frame.geometry.isna() | frame.geometry.is_empty)]
+    if len(frame) == 0:
+        raise CssdError(f"{path}: the layer has no features with a geometry; add labelled polygons or points")
+    return frame, notes
 
 
 def _field_list(frame) -> str:
@@ -162,6 +183,11 @@ def _class_values(path: str, frame, field: str) -> tuple[list[int], list[str]]:
         return ids, names
     if _text_like(series):
         values = [str(v) for v in series]
+        numeric = [v for v in values if _is_number(v)]
+        if numeric and len(numeric) < len(values):
+            word = next(v for v in values if not _is_number(v))
+            raise CssdError(f"{path}: field {field!r} mixes numbers and text (e.g. {numeric[0]!r} and {word!r}); "
+                            "a class field must be all integers or all text (fix the values or pick another field)")
         order = {name: k + 1 for k, name in enumerate(sorted(set(values)))}
         return [order[v] for v in values], values
     kinds = sorted({type(v).__name__ for v in series})
@@ -184,11 +210,21 @@ def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
     Raises :class:`CssdError` when no label touches the scene.
     """
     from rasterio import features, windows
+    from shapely.geometry import box
 
     frame = labels.frame[labels.frame["_class_index"] >= 0]
     if len(frame) == 0:
         raise CssdError(f"{labels.path}: no feature has a class of the model/map; check --class-field")
+    outside = ~frame.intersects(box(*windows.bounds(windows.Window(0, 0, grid.width, grid.height), grid.transform)))
+    notes = []
+    if 0 < outside.sum() < len(frame):
+        notes.append(f"{labels.path}: {int(outside.sum())} of {len(frame)} features lie outside the scene "
+                     "and were left out")
+        frame = frame[~outside]
     left, bottom, right, top = frame.total_bounds
+    if not np.all(np.isfinite(frame.total_bounds)):
+        raise CssdError(f"{labels.path}: the labels have no valid coordinates in the scene CRS ({grid.crs}); "
+                        "check that the layer's CRS is the one its coordinates are in")
     full = windows.Window(0, 0, grid.width, grid.height)
     try:
         win = windows.from_bounds(left, bottom, right, top, transform=grid.transform)
@@ -198,7 +234,7 @@ def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
     except Exception:  # rasterio.errors.WindowError: no overlap
         win = None
     if win is None or win.width <= 0 or win.height <= 0:
-        raise CssdError(f"{labels.path}: no label falls inside the scene (labels {tuple(np.round(frame.total_bounds, 1))}, "
+        raise CssdError(f"{labels.path}: no label falls inside the scene (labels {_bounds(frame.total_bounds)}, "
                         f"scene CRS {grid.crs}); use labels that overlap the scene")
     row_off, col_off = int(win.row_off), int(win.col_off)
     shape = (int(win.height), int(win.width))
@@ -208,4 +244,16 @@ def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
     if not (index >= 0).any():
         raise CssdError(f"{labels.path}: the labels cover no pixel centre of the scene; "
                         "use larger polygons, points, or a finer scene")
-    return LabelRaster(index, row_off, col_off, labels.classes)
+    return LabelRaster(index, row_off, col_off, labels.classes, notes)
+
+
+def _bounds(values) -> str:
+    return "(" + ", ".join(f"{float(v):.1f}" for v in values) + ")"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

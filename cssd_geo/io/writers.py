@@ -18,7 +18,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from ..classes import ClassInfo, classes_from_json, classes_to_json
-from ..errors import CssdError
+from ..errors import CssdError, writing
 from .scene import Grid
 
 CLASSES_TAG = "CSSD_CLASSES"
@@ -93,13 +93,23 @@ class GeoTiffWriter:
         self._lock = threading.Lock()
 
     def __enter__(self) -> "GeoTiffWriter":
+        try:
+            with writing(self.path):
+                self._open()
+        except BaseException:
+            if self.ds is not None:
+                self.ds.close()
+            _remove(self._tmp)
+            raise
+        return self
+
+    def _open(self) -> None:
         self._tmp = _temporary(self.path, ".tif")
         self.ds = rasterio.open(
             self._tmp, "w", driver="GTiff", width=self.grid.width, height=self.grid.height, count=self.count,
             dtype=self.dtype, nodata=self.nodata, crs=self.grid.crs, transform=self.grid.transform,
             tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
             interleave="band")
-        return self
 
     def __setitem__(self, key: tuple, block: np.ndarray) -> None:
         """Write ``block`` at ``key``: (row slice, col slice), or (band slice, row slice, col slice)."""
@@ -108,13 +118,14 @@ class GeoTiffWriter:
         bands, rows, cols = key
         indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + 1 + block.shape[0]))
         window = Window(cols.start or 0, rows.start or 0, block.shape[2], block.shape[1])
-        with self._lock:
+        with self._lock, writing(self.path):
             self.ds.write(block.astype(self.dtype, copy=False), indexes=indexes, window=window)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                self._finish()
+                with writing(self.path):
+                    self._finish()
         finally:
             if self.ds is not None and not self.ds.closed:
                 self.ds.close()
@@ -234,25 +245,44 @@ class ZarrMapWriter:
         import zarr
 
         self._tmp = _temporary(self.path, ".zarr", folder=True)
-        with warnings.catch_warnings():
-            # consolidated metadata lets readers open the store without a warning; zarr
-            # notes that it is an extension of the Zarr 3 format
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            # metadata and coordinates only: the data variables are filled through targets
-            self._dataset().to_zarr(self._tmp, mode="w", compute=False, consolidated=True)
+        try:
+            with warnings.catch_warnings(), writing(self.path):
+                # consolidated metadata lets readers open the store without a warning; zarr
+                # notes that it is an extension of the Zarr 3 format
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                # metadata and coordinates only: the data variables are filled through targets
+                self._dataset().to_zarr(self._tmp, mode="w", compute=False, consolidated=True)
+        except BaseException:
+            _remove(self._tmp)
+            raise
         group = zarr.open_group(self._tmp, mode="r+")
-        self.targets = {name: group[name] for name in self.layers}
+        self.targets = {name: _GuardedTarget(group[name], self.path) for name in self.layers}
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                if os.path.isdir(self.path):
-                    shutil.rmtree(self.path)
-                os.replace(self._tmp, self.path)
-                self._tmp = None
+                self._finish()
         finally:
             _remove(self._tmp)
+
+    def _finish(self) -> None:
+        with writing(self.path):
+            if os.path.isdir(self.path):
+                shutil.rmtree(self.path)
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+
+
+class _GuardedTarget:
+    """A ``dask.array.store`` target whose write failures name the output."""
+
+    def __init__(self, array, path: str) -> None:
+        self.array, self.path = array, path
+
+    def __setitem__(self, key, block) -> None:
+        with writing(self.path):
+            self.array[key] = block
 
 
 def read_class_table(path: str) -> list[ClassInfo]:

@@ -190,3 +190,17 @@ def test_plugin_zip_installs_into_a_clean_profile(tmp_path):
     assert enabled.returncode == 0, enabled.stderr
     listed = _qgis_process(["list"], tmp_path / "profile")
     assert "cssd:train" in listed.stdout and "cssd:evaluate" in listed.stdout, listed.stdout[-2000:]
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_errors_reach_qgis_as_the_cli_says_them(qgis_app, tmp_path, backend, backend_env):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    backend_env(backend)
+    fake = tmp_path / "fake.cssd"
+    fake.write_text("not a model")
+    out = tmp_path / "map.tif"
+    with pytest.raises(QgsProcessingException, match=r"fake.cssd: not a cssd-geo model file"):
+        processing.run("cssd:predict", {"MODEL": str(fake), "INPUT": str(SCENE), "OUTPUT": str(out)})
+    assert not out.exists()

@@ -1,0 +1,467 @@
+"""Every bad input of docs/errors.md through the CLI: exit status 2, one line that names the
+file, the problem and the fix, no traceback, and nothing left at the output path. Inputs
+that are messy but usable (NaN pixels, labels in another CRS, partly outside, invalid
+geometries) must work and say what was done."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.shutil
+from rasterio.transform import from_origin
+
+from cssd_geo import cli
+from tests.conftest import CRS, ORIGIN, PIXEL, make_cube, write_scene, write_stripe_labels
+
+FAST = ["--epochs", "1", "--shots", "2", "--patch", "5", "--seed", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A scene, its labels and a model trained on them, shared by the cases."""
+    root = tmp_path_factory.mktemp("errors")
+    cube = make_cube(36, 42, 12)
+    scene = write_scene(root / "scene.tif", cube)
+    labels = write_stripe_labels(root / "labels.gpkg", 36, 42)
+    model = root / "model.cssd"
+    assert cli.main(["--quiet", "train", scene, "--labels", labels, "-o", str(model), *FAST]) == 0
+    return {"root": root, "cube": cube, "scene": scene, "labels": labels, "model": str(model)}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cli.main(["--quiet", *map(str, argv)])
+    return code, capsys.readouterr().err.strip()
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    last = err.splitlines()[-1]
+    assert last.startswith("cssd-geo: error: ") and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in last, f"{needle!r} not in {last!r}"
+
+
+def raster(path, cube, crs=CRS, nodata=None, dtype="int16"):
+    with rasterio.open(path, "w", driver="GTiff", width=cube.shape[2], height=cube.shape[1], count=cube.shape[0],
+                       dtype=dtype, crs=crs, transform=from_origin(*ORIGIN, PIXEL, PIXEL), nodata=nodata) as ds:
+        ds.write(cube.astype(dtype))
+    return str(path)
+
+
+def frame(geoms, ids, crs=CRS, **columns):
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame({"class_id": ids, **columns}, geometry=geoms, crs=crs)
+
+
+def stripe(k: int, inset: float = 1.0):
+    from shapely.geometry import box
+
+    x0, y0 = ORIGIN
+    c0, c1 = (0, 14) if k == 1 else (14, 28) if k == 2 else (28, 42)
+    return box(x0 + (c0 + inset) * PIXEL, y0 - (36 - inset) * PIXEL, x0 + (c1 - inset) * PIXEL, y0 - inset * PIXEL)
+
+
+# --- scene -----------------------------------------------------------------------------------
+
+def test_scene_missing(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "train", tmp_path / "nope.tif", "--labels", workspace["labels"], "-o", tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "nope.tif", "not found", "check the path")
+
+
+def test_scene_not_a_raster(workspace, capsys, tmp_path):
+    (tmp_path / "notes.tif").write_text("field notes, not pixels")
+    code, err = run_cli(capsys, "predict", workspace["model"], tmp_path / "notes.tif", "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "notes.tif", "not a raster GDAL can read", "give a GeoTIFF")
+
+
+def test_scene_truncated_header(workspace, capsys, tmp_path):
+    data = open(workspace["scene"], "rb").read()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    code, err = run_cli(capsys, "predict", workspace["model"], tmp_path / "cut.tif", "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "cut.tif", "not a raster GDAL can read")
+
+
+def test_scene_truncated_pixels(workspace, capsys, tmp_path):
+    # header first (COG layout), pixel blocks cut off: the file opens, reading fails midway
+    cog = tmp_path / "cog.tif"
+    rasterio.shutil.copy(workspace["scene"], cog, driver="COG", BLOCKSIZE=16, COMPRESS="DEFLATE")
+    data = cog.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "m.tif"
+    code, err = run_cli(capsys, "predict", workspace["model"], tmp_path / "cut.tif", "-o", out, "--chunk", "16")
+    assert_one_line_error(code, err, "cut.tif", "cannot read the raster", "truncated or corrupt")
+    assert os.listdir(tmp_path) == ["cog.tif", "cut.tif"]  # no map, no partial file
+
+
+def test_scene_without_crs(workspace, capsys, tmp_path):
+    with rasterio.open(tmp_path / "nocrs.tif", "w", driver="GTiff", width=42, height=36, count=12, dtype="int16",
+                       transform=from_origin(*ORIGIN, PIXEL, PIXEL)) as ds:
+        ds.write(workspace["cube"])
+    code, err = run_cli(capsys, "train", tmp_path / "nocrs.tif", "--labels", workspace["labels"],
+                        "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "nocrs.tif", "no CRS", "gdal_edit.py -a_srs")
+
+
+def test_scene_with_a_single_band(workspace, capsys, tmp_path):
+    path = raster(tmp_path / "one.tif", workspace["cube"][:1])
+    code, err = run_cli(capsys, "train", path, "--labels", workspace["labels"], "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "one.tif", "has 1 band(s)", "at least 3 bands")
+    assert not (tmp_path / "m.cssd").exists()
+
+
+def test_scene_nan_and_inf_pixels_are_nodata(workspace, capsys, tmp_path):
+    cube = workspace["cube"].astype("float32")
+    cube[3, 5, 7] = np.nan
+    cube[0, 20, 30] = np.inf
+    path = raster(tmp_path / "holes.tif", cube, dtype="float32")
+    model, out = tmp_path / "m.cssd", tmp_path / "map.tif"
+    assert run_cli(capsys, "train", path, "--labels", workspace["labels"], "-o", model, *FAST)[0] == 0
+    assert run_cli(capsys, "predict", model, path, "-o", out, "--chunk", "16")[0] == 0
+    with rasterio.open(out) as ds:
+        ids = ds.read(1)
+    assert ids[5, 7] == ids[20, 30] == 0  # nodata
+    assert (ids > 0).sum() == ids.size - 2
+
+
+def test_scene_all_nodata(workspace, capsys, tmp_path):
+    path = raster(tmp_path / "empty.tif", np.full_like(workspace["cube"], -9999), nodata=-9999)
+    code, err = run_cli(capsys, "train", path, "--labels", workspace["labels"], "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "empty.tif", "every pixel is nodata", "nodata value")
+    out = tmp_path / "map.tif"
+    code, err = run_cli(capsys, "predict", workspace["model"], path, "-o", out)
+    assert_one_line_error(code, err, "empty.tif", "every pixel is nodata", "nodata value")
+    assert sorted(os.listdir(tmp_path)) == ["empty.tif"]
+
+
+def test_a_chunk_of_nodata_still_maps_the_rest(workspace, capsys, tmp_path):
+    cube = workspace["cube"].copy()
+    cube[:, :16, :16] = -9999  # exactly one 16 x 16 chunk
+    path = raster(tmp_path / "hole.tif", cube, nodata=-9999)
+    out = tmp_path / "map.tif"
+    assert run_cli(capsys, "predict", workspace["model"], path, "-o", out, "--chunk", "16")[0] == 0
+    with rasterio.open(out) as ds:
+        ids = ds.read(1)
+    assert (ids[:16, :16] == 0).all()
+    ids[:16, :16] = 1
+    assert (ids > 0).all()
+
+
+# --- labels ----------------------------------------------------------------------------------
+
+def test_labels_missing(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "fields.shp", "-o",
+                        tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "fields.shp", "labels file not found")
+
+
+def test_labels_not_a_vector(workspace, capsys, tmp_path):
+    (tmp_path / "fields.shp").write_text("not a shapefile")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "fields.shp", "-o",
+                        tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "fields.shp", "not a vector layer", "shapefile, GeoPackage or GeoJSON")
+
+
+def test_labels_without_crs(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2)], [1, 2], crs=None).to_file(tmp_path / "l.shp")  # no .prj
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "l.shp", "-o",
+                        tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "l.shp", "no CRS", "ogr2ogr -a_srs")
+
+
+def test_labels_in_another_crs_are_reprojected(workspace, capsys, tmp_path):
+    path = write_stripe_labels(tmp_path / "wgs84.gpkg", 36, 42, crs="EPSG:4326")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", path, "-o", tmp_path / "m.cssd", *FAST)
+    assert code == 0, err
+
+
+def test_labels_entirely_outside(workspace, capsys, tmp_path):
+    from shapely.affinity import translate
+
+    frame([translate(stripe(1), 1e5), translate(stripe(2), 1e5)], [1, 2]).to_file(tmp_path / "far.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "far.gpkg", "-o",
+                        tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "far.gpkg", "no label falls inside the scene", "overlap the scene")
+
+
+def test_labels_partly_outside_use_the_inside(workspace, capsys, tmp_path):
+    from shapely.affinity import translate
+
+    geoms = [stripe(1), stripe(2), stripe(3), translate(stripe(3), 1e5)]
+    frame(geoms, [1, 2, 3, 3]).to_file(tmp_path / "some.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "some.gpkg", "-o",
+                        tmp_path / "m.cssd", "--shots", "2", "--epochs", "1", "--patch", "5", "--device", "cpu")
+    assert code == 0, err
+    assert "1 of 4 features lie outside the scene and were left out" in err
+
+
+def test_labels_empty_layer(workspace, capsys, tmp_path):
+    frame([stripe(1)], [1]).iloc[:0].to_file(tmp_path / "empty.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "empty.gpkg", "-o",
+                        tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "empty.gpkg", "no features with a geometry", "add labelled polygons")
+
+
+def test_labels_invalid_and_empty_geometries_are_repaired_or_skipped(workspace, capsys, tmp_path):
+    from shapely.geometry import Polygon
+
+    x0, y0 = ORIGIN
+    bowtie = Polygon([(x0 + 30, y0 - 30), (x0 + 360, y0 - 1050), (x0 + 360, y0 - 30), (x0 + 30, y0 - 1050)])
+    frame([bowtie, stripe(2), stripe(3), Polygon()], [1, 2, 3, 3]).to_file(tmp_path / "messy.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "messy.gpkg", "-o",
+                        tmp_path / "m.cssd", *FAST)
+    assert code == 0, err
+    assert "1 invalid geometries (e.g. self-intersecting) were repaired" in err
+    assert "1 features have an empty or no geometry and were skipped" in err
+
+
+def test_labels_class_field_missing_lists_the_fields(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", workspace["labels"], "--class-field",
+                        "landuse", "-o", tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "labels.gpkg", "no field 'landuse'", "class_id (int", "class_name")
+
+
+def test_labels_class_field_with_mixed_types(workspace, capsys, tmp_path):
+    import geopandas as gpd
+
+    mixed = gpd.GeoDataFrame({"cls": [1, "forest", 3]}, geometry=[stripe(1), stripe(2), stripe(3)], crs=CRS)
+    path = tmp_path / "mixed.geojson"
+    path.write_text(mixed.to_json())
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", path, "--class-field", "cls",
+                        "-o", tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "mixed.geojson", "field 'cls' mixes numbers and text", "'1' and 'forest'",
+                          "all integers or all text")
+
+
+def test_labels_class_field_not_guessable(capsys, tmp_path):
+    root = os.path.join(os.path.dirname(__file__), "..", "examples", "berlin")
+    code, err = run_cli(capsys, "train", os.path.join(root, "berlin.tif"), "--labels",
+                        os.path.join(root, "landcover.shp"), "-o", tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "landcover.shp", "several fields could be the class field",
+                          "(Level_1/Level_1_ID, Level_2/Level_2_ID)", "choose one with --class-field")
+
+
+def test_labels_without_class_value_are_left_out(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2), stripe(3), stripe(3, 3)], [1, 2, 3, None]).to_file(tmp_path / "gaps.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "gaps.gpkg", "--class-field",
+                        "class_id", "-o", tmp_path / "m.cssd", *FAST)
+    assert code == 0, err
+    assert "gaps.gpkg: 1 features have no value in 'class_id' and were left out" in err
+
+
+def test_labels_coordinates_outside_their_crs(workspace, capsys, tmp_path):
+    # UTM coordinates in a GeoJSON, which declares WGS84 degrees by definition
+    path = tmp_path / "utm.geojson"
+    path.write_text(frame([stripe(1), stripe(2)], [1, 2]).to_json(drop_id=True).replace('"crs"', '"_crs"'))
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", path, "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "utm.geojson", "no valid coordinates in the scene CRS", "layer's CRS")
+
+
+def test_labels_class_with_fewer_pixels_than_shots(workspace, capsys, tmp_path):
+    from shapely.geometry import box
+
+    x0, y0 = ORIGIN
+    tiny = box(x0 + 30 * PIXEL + 1, y0 - 3 * PIXEL + 1, x0 + 33 * PIXEL - 1, y0 - PIXEL - 1)  # 3 x 2 px
+    frame([stripe(1), stripe(2), tiny], [1, 2, 3]).to_file(tmp_path / "few.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "few.gpkg", "-o",
+                        tmp_path / "m.cssd", "--shots", "10", "--epochs", "1", "--patch", "5", "--device", "cpu")
+    assert code == 0, err
+    assert "has 6 labelled pixels, fewer than --shots 10: using 6" in err
+
+
+def test_labels_single_class(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2)], [1, 1]).to_file(tmp_path / "one.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "one.gpkg", "--class-field",
+                        "class_id", "-o", tmp_path / "m.cssd")
+    assert_one_line_error(code, err, "one.gpkg", "single class", "at least two")
+
+
+# --- model -----------------------------------------------------------------------------------
+
+def test_model_missing(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "predict", tmp_path / "gone.cssd", workspace["scene"], "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "gone.cssd", "not found")
+
+
+def test_model_not_a_model_file(workspace, capsys, tmp_path):
+    (tmp_path / "fake.cssd").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    code, err = run_cli(capsys, "predict", tmp_path / "fake.cssd", workspace["scene"], "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "fake.cssd", "not a cssd-geo model file")
+
+
+def test_model_pickle_with_code_is_refused(workspace, capsys, tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "evil.cssd").write_bytes(pickle.dumps(Payload()))
+    code, err = run_cli(capsys, "predict", tmp_path / "evil.cssd", workspace["scene"], "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "evil.cssd")
+    assert not marker.exists()
+
+
+def test_model_from_an_incompatible_version(workspace, capsys, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(workspace["model"], "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = next(k for k in meta if "cssd" in k.lower())
+    header = json.loads(meta[key])
+    header["format_version"] = 99
+    save_file(tensors, str(tmp_path / "future.cssd"), metadata={**meta, key: json.dumps(header)})
+    code, err = run_cli(capsys, "predict", tmp_path / "future.cssd", workspace["scene"], "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "future.cssd", "99")
+
+
+def test_model_band_count_mismatch(workspace, capsys, tmp_path):
+    other = write_scene(tmp_path / "ten.tif", make_cube(36, 42, 10))
+    code, err = run_cli(capsys, "predict", workspace["model"], other, "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "ten.tif", "has 10 bands", "trained on 12")
+
+
+def test_model_wavelength_mismatch(workspace, capsys, tmp_path):
+    shifted = write_scene(tmp_path / "shifted.tif", workspace["cube"])
+    with rasterio.open(shifted, "r+") as ds:
+        ds.update_tags(5, wavelength="900")
+    code, err = run_cli(capsys, "predict", workspace["model"], shifted, "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "shifted.tif", "band 5 is at 900.0 nm")
+
+
+# --- output ----------------------------------------------------------------------------------
+
+def test_output_folder_missing(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "no" / "m.tif")
+    assert_one_line_error(code, err, "m.tif", "does not exist", "create it")
+
+
+def test_output_folder_read_only(workspace, capsys, tmp_path):
+    if os.geteuid() == 0:
+        folder = "/proc"  # not writable even for root
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", os.path.join(folder, "m.tif"))
+    assert_one_line_error(code, err, "m.tif", "not writable", "choose another output path")
+
+
+def test_output_equals_input(workspace, capsys):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", workspace["scene"],
+                        "--overwrite")
+    assert_one_line_error(code, err, "scene.tif", "also an input")
+    with rasterio.open(workspace["scene"]) as ds:
+        assert ds.count == 12
+
+
+def test_output_exists(workspace, capsys, tmp_path):
+    out = tmp_path / "m.tif"
+    out.write_text("keep me")
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", out)
+    assert_one_line_error(code, err, "m.tif", "already exists", "--overwrite")
+    assert out.read_text() == "keep me"
+
+
+class FullDisk:
+    """Stands in for an open output (rasterio dataset or zarr array): the first block is
+    written, then every write fails like a full disk."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _fail_after_first(self) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(self, *args, **kwargs):
+        self._fail_after_first()
+        return self.inner.write(*args, **kwargs)
+
+    def __setitem__(self, key, value):
+        self._fail_after_first()
+        self.inner[key] = value
+
+
+@pytest.mark.parametrize("output", ["m.tif", "m.zarr"])
+def test_output_disk_full_leaves_nothing(workspace, capsys, tmp_path, monkeypatch, output):
+    from cssd_geo.io import writers
+
+    real_open, real_init = writers.GeoTiffWriter._open, writers._GuardedTarget.__init__
+
+    def open_full(self):
+        real_open(self)
+        self.ds = FullDisk(self.ds)
+
+    def init_full(self, array, path):
+        real_init(self, FullDisk(array), path)
+
+    monkeypatch.setattr(writers.GeoTiffWriter, "_open", open_full)
+    monkeypatch.setattr(writers._GuardedTarget, "__init__", init_full)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", folder / output,
+                        "--chunk", "16")
+    assert_one_line_error(code, err, output, "writing failed", "No space left on device", "free space")
+    assert os.listdir(folder) == []
+
+
+# --- options ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--shots", "0"], ["--shots 0", "at least 1"]),
+    (["--patch", "1"], ["--patch 1", "odd and at least 3"]),
+    (["--device", "tpu"], ["--device tpu", "unknown device", "auto, cpu, cuda"]),
+])
+def test_bad_train_options(workspace, capsys, tmp_path, argv, needles):
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", workspace["labels"], "-o",
+                        tmp_path / "m.cssd", *argv)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_chunk_smaller_than_the_halo(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
+                        "--chunk", "3")
+    assert_one_line_error(code, err, "--chunk 3", "halo of 6 pixels", "at least 6")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
+                        "--device", "cuda")
+    assert_one_line_error(code, err, "--device cuda", "CUDA is not available", "--device cpu")
+
+
+# --- interruption ----------------------------------------------------------------------------
+
+def test_interrupted_training_writes_no_model(workspace, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "cssd-geo")
+    model = tmp_path / "m.cssd"
+    proc = subprocess.Popen([exe, "--json-progress", "train", workspace["scene"], "--labels", workspace["labels"],
+                             "-o", str(model), "--epochs", "500", "--shots", "4", "--patch", "5", "--device", "cpu"],
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait until epochs are running
+        if line.startswith('{"advance"'):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(60) == 130
+    assert "interrupted" in rest and "Traceback" not in rest
+    time.sleep(0.1)
+    assert os.listdir(tmp_path) == []

@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=defaults_t.learning_rate, help="Adam learning rate (default %(default)s)")
     t.add_argument("--tau", type=float, default=defaults_t.tau, help="distillation temperature (default %(default)s)")
     t.add_argument("--eps", type=float, default=defaults_t.eps, help="distillation weight 0..1 (default %(default)s)")
+    t.add_argument("--pooling", choices=["sap", "mean"], default=defaults_t.pooling,
+                   help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
+    t.add_argument("--refiner-depth", type=int, default=defaults_t.refiner_depth,
+                   help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
+    t.add_argument("--no-auxiliary", action="store_true",
+                   help="no centre-spectrum classifier loss: a plain CNN (baseline)")
     t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
@@ -73,6 +79,7 @@ def _run(args: argparse.Namespace, progress: TqdmProgress) -> None:
         config = TrainConfig(class_field=args.class_field, shots=args.shots, sampling=args.sampling,
                              grid_stride=args.grid_stride, epochs=args.epochs, patch=args.patch,
                              batch_size=args.batch_size, learning_rate=args.lr, tau=args.tau, eps=args.eps,
+                             pooling=args.pooling, refiner_depth=args.refiner_depth, auxiliary=not args.no_auxiliary,
                              seed=args.seed, device=args.device, overwrite=args.overwrite)
         train(args.scene, args.labels, args.output, config, progress)
     elif args.command == "predict":

@@ -26,6 +26,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     tau: float = 2.0
     eps: float = 0.3
+    # architecture switches for ablations and baselines (the defaults are CSSD)
+    pooling: str = "sap"  # "sap": spectral-aware pooling; "mean": plain average over P x P
+    refiner_depth: int = 2  # SpeFR's deep dilations; 0 removes SpeFR
+    auxiliary: bool = True  # the centre-spectrum classifier and its loss; False: a plain CNN
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
@@ -48,6 +52,10 @@ class TrainConfig:
             raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
         if self.tau <= 0:
             raise CssdError(f"--tau {self.tau}: the temperature must be positive")
+        if self.pooling not in ("sap", "mean"):
+            raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
+        if self.refiner_depth < 0:
+            raise CssdError(f"--refiner-depth {self.refiner_depth}: use 0 (no SpeFR) or more")
 
 
 @dataclass

@@ -72,15 +72,8 @@ def _train(da, grid, scene_path, labels, output, config, device, progress, start
         progress.message(note)
     samples = _draw(da, raster, config, progress)
 
-    torch.manual_seed(config.seed)
-    model = CSSD(da.sizes["band"], len(table.classes), patch=config.patch, tau=config.tau,
-                 eps=config.eps, classes=table.classes)
-    model.set_normalisation(mean, std)
-    progress.message(f"model: window {model.window} px (patch {model.patch} + 2 x radius {model.radius}), "
-                     f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
-    spectra, index = window_pixels(da, samples.rows, samples.cols, model.window)
-    loss = fit(model, torch.from_numpy(spectra), torch.from_numpy(index), torch.from_numpy(samples.index),
-               config, device, progress)
+    model, loss = train_model(da, samples.rows, samples.cols, samples.index, table.classes, config, device,
+                              progress, (mean, std))
 
     transform = grid.transform
     xs, ys = rasterio.transform.xy(transform, samples.rows, samples.cols, offset="center")
@@ -98,6 +91,27 @@ def _train(da, grid, scene_path, labels, output, config, device, progress, start
     seconds = time.perf_counter() - start
     progress.message(f"model written to {output} ({len(samples)} training pixels, {seconds:.1f} s)")
     return TrainResult(output, samples, table.field, loss, seconds)
+
+
+def train_model(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray,
+                classes: list, config: TrainConfig, device: torch.device | str = "cpu",
+                progress: Progress | None = None, statistics: tuple | None = None) -> tuple[CSSD, float]:
+    """A CSSD model trained on the windows centred on pixels (``rows``, ``cols``) of ``da``
+    with class indices ``targets`` (logit order of ``classes``); returns it in eval mode and
+    the last epoch's loss. ``statistics`` (band mean, std) default to the scene's."""
+    progress = progress or Progress()
+    device = torch.device(device)
+    mean, std = statistics if statistics is not None else band_statistics(da)
+    torch.manual_seed(config.seed)
+    model = CSSD(da.sizes["band"], len(classes), patch=config.patch, tau=config.tau, eps=config.eps,
+                 classes=classes, se_depth=config.refiner_depth, pooling=config.pooling)
+    model.set_normalisation(mean, std)
+    progress.message(f"model: window {model.window} px (patch {model.patch} + 2 x radius {model.radius}), "
+                     f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
+    spectra, index = window_pixels(da, np.asarray(rows), np.asarray(cols), model.window)
+    loss = fit(model, torch.from_numpy(spectra), torch.from_numpy(index), torch.as_tensor(targets, dtype=torch.int64),
+               config, device, progress)
+    return model, loss
 
 
 def _draw(da: xr.DataArray, raster: LabelRaster, config: TrainConfig, progress: Progress) -> Samples:
@@ -155,7 +169,8 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
             feats = model.pixel_features(spectra[pixels].to(device))
             feats = feats[where.to(device)].permute(0, 3, 1, 2).contiguous()
             patch_logits, aux_logits = model.forward_features(feats)
-            loss = distillation_loss(patch_logits, aux_logits, targets[idx].to(device), model.tau, model.eps)
+            loss = distillation_loss(patch_logits, aux_logits, targets[idx].to(device), model.tau, model.eps,
+                                     config.auxiliary)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

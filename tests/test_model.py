@@ -64,14 +64,17 @@ def test_missing_pixels_are_filled_with_the_band_mean():
     assert torch.allclose(model(x_nan), model(x_mean))
 
 
-def test_tiled_prediction_equals_per_window_forward(tmp_path):
+@pytest.mark.parametrize("variant", [{}, {"se_depth": 0}, {"pooling": "mean"}, {"se_depth": 0, "pooling": "mean"}],
+                         ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn"])
+def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     """Every pixel's logits from the dense tiled path equal forward() on its window cut from
-    the reflect-padded scene; tile borders and scene borders included."""
+    the reflect-padded scene; tile borders and scene borders included; for the ablation
+    variants too."""
     from tests.conftest import make_cube, write_scene
 
     cube = make_cube(23, 29, 9, seed=3)
     path = write_scene(tmp_path / "s.tif", cube)
-    model = randomised(CSSD(9, 3, patch=5), seed=1)
+    model = randomised(CSSD(9, 3, patch=5, **variant), seed=1)
     model.set_normalisation(cube.reshape(9, -1).mean(1), cube.reshape(9, -1).std(1))
     scene = open_scene(path, chunks=8)
     tiled = predict_logits(model, scene, chunk=10)
@@ -105,3 +108,12 @@ def test_distillation_target_is_constant():
     hard = distillation_loss(patch_logits, aux_logits, target, tau, 0.0)
     ce = torch.nn.functional.cross_entropy
     assert torch.allclose(hard, ce(patch_logits, target) + ce(aux_logits, target))
+
+
+def test_plain_cnn_loss_is_the_patch_cross_entropy():
+    torch.manual_seed(0)
+    patch_logits, aux_logits = torch.randn(5, 4), torch.randn(5, 4, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 3, 0])
+    loss = distillation_loss(patch_logits, aux_logits, target, 2.0, 0.3, auxiliary=False)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(patch_logits, target))
+    assert loss.grad_fn is None  # the auxiliary head gets no gradient

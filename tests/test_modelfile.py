@@ -70,3 +70,16 @@ def test_incompatible_version_is_explained(tmp_path):
         read_model_metadata(path)
     with pytest.raises(CssdError, match="not found"):
         cssd_geo.load_model(tmp_path / "missing.cssd")
+
+
+def test_ablation_architecture_round_trips(tmp_path):
+    from cssd_geo.model import CSSD
+
+    torch.manual_seed(0)
+    model = CSSD(8, 2, patch=5, se_depth=0, pooling="mean").eval()
+    assert model.radius == 2  # SpaFE + classifier only
+    save_model(model, tmp_path / "plain.cssd", {})
+    loaded = cssd_geo.load_model(tmp_path / "plain.cssd")
+    assert (loaded.se_depth, loaded.pooling, loaded.window) == (0, "mean", 9)
+    x = torch.randn(2, 8, 9, 9)
+    assert torch.allclose(model(x), loaded(x))

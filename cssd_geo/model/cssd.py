@@ -13,6 +13,7 @@ from .layers import SpatialExtractor, SpectralExtractor, SpectralRefiner, conv_r
 
 EMBED = 256
 INFERENCE_PIXELS = 4096  # pixels standardised at a time in inference
+POOLINGS = ("sap", "mean")  # spectral-aware pooling, or the plain mean (ablation)
 
 
 class CSSD(nn.Module):
@@ -28,12 +29,14 @@ class CSSD(nn.Module):
 
     def __init__(self, bands: int, n_classes: int, patch: int = 11, se_size: int = 3,
                  se_depth: int = 2, tau: float = 2.0, eps: float = 0.3,
-                 classes: Sequence[ClassInfo] | None = None) -> None:
+                 classes: Sequence[ClassInfo] | None = None, pooling: str = "sap") -> None:
         super().__init__()
         if patch < 3 or patch % 2 == 0:
             raise ValueError("patch must be odd and >= 3")
         self.bands, self.n_classes, self.patch = bands, n_classes, patch
-        self.se_size, self.se_depth = se_size, se_depth
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}")
+        self.se_size, self.se_depth, self.pooling = se_size, se_depth, pooling
         self.tau, self.eps = tau, eps
         self.classes: list[ClassInfo] = list(classes or [])
         self.spefe = SpectralExtractor(bands, embed=EMBED)
@@ -73,6 +76,8 @@ class CSSD(nn.Module):
 
     def _pooled(self, feats: torch.Tensor) -> torch.Tensor:
         z = self.classifier(self.spafe(self.spefr(feats)))
+        if self.pooling == "mean":  # the ablation / plain-CNN head: unweighted mean over P x P
+            return F.avg_pool2d(z, self.patch, stride=1)
         r = self.radius
         aligned = feats[..., r:feats.shape[-2] - r, r:feats.shape[-1] - r]
         return spectral_aware_pool(aligned, z, self.patch)
@@ -106,7 +111,7 @@ class CSSD(nn.Module):
         macs = e.channels * 3 * e.segments * e.wide + e.embed * e.wide * e.segments  # SpeFE
         macs += self.se_depth * EMBED * EMBED  # SpeFR attention (1x1 convolutions)
         macs += EMBED * 64 * 9 + 64 * k * 9  # SpaFE, classifier
-        macs += p * p * (EMBED + k)  # SAP: cosine weights and weighted sum
+        macs += p * p * ((EMBED + k) if self.pooling == "sap" else k)  # SAP: cosine weights and weighted sum
         return 2 * macs
 
     def _check_window(self, x: torch.Tensor) -> None:
@@ -115,10 +120,13 @@ class CSSD(nn.Module):
 
 
 def distillation_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, target: torch.Tensor,
-                      tau: float, eps: float) -> torch.Tensor:
+                      tau: float, eps: float, auxiliary: bool = True) -> torch.Tensor:
     """L = CE(y~, patch) + CE(y~, aux) with the constant target
-    y~ = eps * softmax(aux / tau) + (1 - eps) * onehot(target)."""
+    y~ = eps * softmax(aux / tau) + (1 - eps) * onehot(target). Without ``auxiliary`` (a plain
+    CNN) only CE(onehot, patch) is left."""
     onehot = F.one_hot(target, patch_logits.shape[1]).to(patch_logits.dtype)
+    ce = lambda logits, y: -(y * F.log_softmax(logits, dim=1)).sum(1).mean()  # noqa: E731
+    if not auxiliary:
+        return ce(patch_logits, onehot)
     soft = eps * torch.softmax(aux_logits.detach() / tau, dim=1) + (1 - eps) * onehot
-    ce = lambda logits: -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()  # noqa: E731
-    return ce(patch_logits) + ce(aux_logits)
+    return ce(patch_logits, soft) + ce(aux_logits, soft)

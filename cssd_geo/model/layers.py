@@ -123,6 +123,8 @@ class SpectralRefiner(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.attention:  # depth 0: no refiner (the ablation)
+            return x
         blocks = []
         for gate in self.attention:
             x = self.dilate(x)

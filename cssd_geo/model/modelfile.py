@@ -32,7 +32,7 @@ def save_model(model: CSSD, path: str | os.PathLike, metadata: dict[str, Any]) -
         "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
         "architecture": {"bands": model.bands, "n_classes": model.n_classes, "patch": model.patch,
                          "se_size": model.se_size, "se_depth": model.se_depth,
-                         "tau": model.tau, "eps": model.eps},
+                         "tau": model.tau, "eps": model.eps, "pooling": model.pooling},
         "radius": model.radius, "window": model.window, "classes": json.loads(classes_to_json(model.classes)),
         **metadata,
     }
@@ -88,7 +88,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     arch = header["architecture"]
     model = CSSD(arch["bands"], arch["n_classes"], patch=arch["patch"], se_size=arch["se_size"],
                  se_depth=arch["se_depth"], tau=arch["tau"], eps=arch["eps"],
-                 classes=classes_from_json(json.dumps(header["classes"])))
+                 classes=classes_from_json(json.dumps(header["classes"])), pooling=arch.get("pooling", "sap"))
     try:
         model.load_state_dict(load_file(os.fspath(path), device="cpu"), strict=True)
     except RuntimeError as exc:

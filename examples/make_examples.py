@@ -1,7 +1,7 @@
 """Derive the example scenes in this folder from the real data in ../shared/data.
 
 Run once (python examples/make_examples.py [--data PATH]); the outputs are committed so a
-fresh clone has them without the data folder. Needs numpy, rasterio and geopandas.
+fresh clone has them without the data folder. Needs the cssd_geo package (its environment).
 
 indian_pines/  AVIRIS Indian Pine Site 3 (145 x 145 x 200 corrected bands) as a compressed
                GeoTIFF with band names and wavelengths, and fields.shp: the 16-class ground truth
@@ -23,13 +23,10 @@ from rasterio import features
 from rasterio.transform import from_origin
 from shapely.geometry import box, shape
 
+from cssd_geo.datasets import INDIAN_PINES_CLASSES
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-INDIAN_PINES_CLASSES = {
-    1: "Alfalfa", 2: "Corn-notill", 3: "Corn-mintill", 4: "Corn", 5: "Grass-pasture", 6: "Grass-trees",
-    7: "Grass-pasture-mowed", 8: "Hay-windrowed", 9: "Oats", 10: "Soybean-notill", 11: "Soybean-mintill",
-    12: "Soybean-clean", 13: "Wheat", 14: "Woods", 15: "Buildings-Grass-Trees-Drives", 16: "Stone-Steel-Towers",
-}
 # Bands of the 220-band AVIRIS cube removed in the 200-band "corrected" cube (1-based).
 INDIAN_PINES_REMOVED = set(range(104, 109)) | set(range(150, 164)) | {220}
 # Approximate upper-left corner, UTM 16N (EPSG:32616), 20 m pixels.

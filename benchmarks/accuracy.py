@@ -1,0 +1,221 @@
+"""Few-shot accuracy of CSSD, its ablations and baselines on the classic scenes.
+
+Protocol of the few-shot literature: for each seed, k labelled pixels per class (a class with
+fewer than 2k pixels gives half of them), train, test on all other labelled pixels; every
+method gets the same samples in a seed. With --disjoint, samples are drawn from a random
+subset of the connected fields of each class and only fields that gave no training pixel are
+tested (random pixel splits let training windows cover test pixels).
+
+    python benchmarks/accuracy.py --dataset indian_pines --shots 16 --seeds 10
+    python benchmarks/accuracy.py --report results/accuracy    # tables from the saved runs
+
+Each run (dataset, mode, shots, method, seed) is appended as one JSON line to
+--out (default results/accuracy/<dataset>.jsonl); runs already there are skipped, so an
+interrupted sweep resumes. Reads the data from --data (default ../shared/data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from cssd_geo import datasets  # noqa: E402
+from cssd_geo.config import TrainConfig  # noqa: E402
+from cssd_geo.engine import predict_logits  # noqa: E402
+from cssd_geo.train import train_model  # noqa: E402
+
+SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+# name: TrainConfig changes from the defaults (CSSD), or None for the spectral baselines
+METHODS = {
+    "cssd": {},
+    "eps0": {"eps": 0.0},  # ablation: no self-distillation
+    "mean_pool": {"pooling": "mean"},  # ablation: SAP -> average pooling
+    "no_spefr": {"refiner_depth": 0},  # ablation: no SpeFR
+    "cnn": {"refiner_depth": 0, "pooling": "mean", "auxiliary": False},  # plain CNN on windows
+    "svm": None,
+    "rf": None,
+}
+
+
+def draw(labels: np.ndarray, shots: int, seed: int, fields: np.ndarray | None = None):
+    """Training pixels (rows, cols) and the test mask for one seed.
+
+    Pixels: k per class, or half the class when it has fewer than 2k. With ``fields``, the
+    fields of each class are taken in a random order until k pixels are drawn from them (a
+    random part of the last one), and the test mask keeps only fields with no training pixel.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    test = labels > 0
+    for cid in np.unique(labels[labels > 0]):
+        r, c = np.nonzero(labels == cid)
+        want = shots if len(r) >= 2 * shots else max(1, len(r) // 2)
+        if fields is None:
+            pick = rng.choice(len(r), want, replace=False)
+        else:
+            ids = fields[r, c]
+            order = rng.permutation(np.unique(ids))
+            pick, used = [], []
+            for f in order:
+                inside = np.nonzero(ids == f)[0]
+                take = rng.permutation(inside)[: want - len(pick)]
+                pick.extend(take.tolist())
+                used.append(f)
+                if len(pick) >= want:
+                    break
+            test &= ~np.isin(fields, used)  # a class whose fields all gave samples has no test pixel
+            pick = np.asarray(pick)
+        rows.append(r[pick])
+        cols.append(c[pick])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    test[rows, cols] = False
+    return rows, cols, test
+
+
+def metrics(truth: np.ndarray, predicted: np.ndarray, class_ids: list[int]) -> dict:
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
+
+    cm = confusion_matrix(truth, predicted, labels=class_ids)
+    support = cm.sum(1)
+    per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+    return {"oa": float(accuracy_score(truth, predicted)), "aa": float(np.nanmean(per_class)),
+            "kappa": float(cohen_kappa_score(truth, predicted)), "per_class": per_class.tolist(),
+            "support": support.tolist(), "confusion": cm.tolist()}
+
+
+def run_network(data: datasets.LabelledScene, rows, cols, config: TrainConfig) -> np.ndarray:
+    """Class ids of every pixel from a network trained on (rows, cols)."""
+    ids = np.array([c.id for c in data.classes])
+    index = {c.id: k for k, c in enumerate(data.classes)}
+    targets = np.array([index[v] for v in data.labels[rows, cols]])
+    model, _ = train_model(data.scene, rows, cols, targets, data.classes, config)
+    logits = predict_logits(model, data.scene, chunk=64)
+    return ids[logits.argmax(0)]
+
+
+def run_spectral(data: datasets.LabelledScene, rows, cols, method: str, seed: int) -> np.ndarray:
+    """Class ids of every pixel from an SVM-RBF (C, gamma by cross-validation) or a random
+    forest on standardised spectra."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    cube = np.asarray(data.scene.values, dtype=np.float64)
+    spectra = cube.reshape(cube.shape[0], -1).T
+    x, y = cube[:, rows, cols].T, data.labels[rows, cols]
+    if method == "svm":
+        folds = min(3, int(np.unique(y, return_counts=True)[1].min()))
+        grid = {"svc__C": [1, 10, 100, 1000, 10000], "svc__gamma": ["scale", 1e-3, 1e-2, 1e-1]}
+        pipe = make_pipeline(StandardScaler(), SVC(kernel="rbf"))
+        model = GridSearchCV(pipe, grid, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)) \
+            if folds >= 2 else pipe
+    else:
+        model = RandomForestClassifier(n_estimators=500, random_state=seed, n_jobs=-1)
+    model.fit(x, y)
+    return model.predict(spectra).reshape(cube.shape[1:])
+
+
+def run(args) -> None:
+    data = datasets.load(args.dataset, args.data)
+    fields = data.fields() if args.disjoint else None
+    mode = "disjoint" if args.disjoint else "random"
+    out = args.out or os.path.join(HERE, "..", "results", "accuracy", f"{args.dataset}.jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    done = set()
+    if os.path.exists(out):
+        with open(out) as f:
+            done = {(r["dataset"], r["mode"], r["shots"], r["method"], r["seed"], r["epochs"])
+                    for r in map(json.loads, f)}
+    base = TrainConfig(epochs=args.epochs, device=args.device)
+    class_ids = [c.id for c in data.classes]
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    for seed in SEEDS[: args.seeds]:
+        rows, cols, test = draw(data.labels, args.shots, seed, fields)
+        for method in args.methods:
+            key = (args.dataset, mode, args.shots, method, seed, args.epochs)
+            if key in done:
+                continue
+            start = time.perf_counter()
+            if METHODS[method] is None:
+                predicted = run_spectral(data, rows, cols, method, seed)
+            else:
+                predicted = run_network(data, rows, cols, replace(base, seed=seed, **METHODS[method]))
+            seconds = time.perf_counter() - start
+            result = {"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method, "seed": seed,
+                      "epochs": args.epochs, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
+                      "seconds": seconds, "class_ids": class_ids,
+                      **metrics(data.labels[test], predicted[test], class_ids)}
+            with open(out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+            print(f"{args.dataset} {mode} k={args.shots} seed {seed} {method:<9} OA {100 * result['oa']:6.2f} "
+                  f"AA {100 * result['aa']:6.2f} kappa {result['kappa']:.4f} ({seconds:.0f} s)", flush=True)
+
+
+def report(folder: str) -> str:
+    """Markdown tables (mean +- std over seeds) of every saved run in ``folder``."""
+    rows = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".jsonl"):
+            with open(os.path.join(folder, name)) as f:
+                rows += [json.loads(line) for line in f]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["mode"], r["shots"], r["epochs"]), {}).setdefault(r["method"], []).append(r)
+    lines = []
+    for (dataset, mode, shots, epochs), methods in sorted(groups.items()):
+        lines += [f"### {dataset}, {shots} shots, {mode} split ({epochs} epochs)", "",
+                  "| method | seeds | OA % | AA % | kappa | delta OA vs cssd | s per run |", "|---|---|---|---|---|---|---|"]
+        ref = np.mean([r["oa"] for r in methods.get("cssd", [])]) if "cssd" in methods else None
+        for method in [m for m in METHODS if m in methods]:
+            runs = methods[method]
+            oa, aa, kappa = (np.array([r[k] for r in runs]) for k in ("oa", "aa", "kappa"))
+            delta = f"{100 * (oa.mean() - ref):+.2f}" if ref is not None and method != "cssd" else ""
+            lines.append(f"| {method} | {len(runs)} | {100 * oa.mean():.2f} ± {100 * oa.std():.2f} | "
+                         f"{100 * aa.mean():.2f} ± {100 * aa.std():.2f} | {kappa.mean():.4f} ± {kappa.std():.4f} | "
+                         f"{delta} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=datasets.DATASETS)
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=10, help="how many of the fixed seeds 0..9 (default 10)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
+    parser.add_argument("--disjoint", action="store_true", help="spatially disjoint fields for training and test")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
+    parser.add_argument("--out", help="JSON-lines file of runs (default results/accuracy/<dataset>.jsonl)")
+    parser.add_argument("--report", metavar="FOLDER", help="print the tables of the runs saved in FOLDER")
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
+    if not args.dataset:
+        parser.error("--dataset is required unless --report is given")
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+          flush=True)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The benchmark-file loaders on small files made here (the real ones are not in the repo)."""
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from cssd_geo import CssdError, datasets
+from cssd_geo.classes import make_class_table
+
+
+def test_salinas_a_layout_from_mat_files(tmp_path):
+    folder = tmp_path / "salinas_a"
+    folder.mkdir()
+    cube = np.arange(5 * 4 * 6, dtype=np.int16).reshape(5, 4, 6)  # (y, x, band) as in the .mat files
+    gt = np.zeros((5, 4), np.uint8)
+    gt[0, :2], gt[4, 3] = 10, 14
+    savemat(folder / "SalinasA_corrected.mat", {"salinasA_corrected": cube})
+    savemat(folder / "SalinasA_gt.mat", {"salinasA_gt": gt})
+    data = datasets.load("salinas_a", tmp_path)
+    assert dict(data.scene.sizes) == {"band": 6, "y": 5, "x": 4}
+    assert np.array_equal(data.scene.values[:, 2, 3], cube[2, 3])
+    assert data.labels[4, 3] == 14 and [c.id for c in data.classes] == [1, 10, 11, 12, 13, 14]
+
+
+def test_fields_are_connected_pixels_of_one_class():
+    labels = np.array([[1, 1, 0, 2],
+                       [0, 0, 0, 2],
+                       [1, 0, 2, 0]])
+    data = datasets.LabelledScene("t", None, labels, make_class_table([1, 2], ["a", "b"]))
+    fields = data.fields()
+    assert len(np.unique(fields[labels > 0])) == 4  # (1: top-left pair, bottom-left), (2: right column, lone)
+    assert fields[0, 0] == fields[0, 1] and fields[0, 3] == fields[1, 3] and (fields[labels == 0] == 0).all()
+
+
+def test_mat_errors_name_the_file(tmp_path):
+    savemat(tmp_path / "two.mat", {"a": np.zeros(2), "b": np.ones(2)})
+    with pytest.raises(CssdError, match=r"two.mat: holds \['a', 'b'\]; name the variable"):
+        datasets.load_mat(str(tmp_path / "two.mat"))
+    with pytest.raises(CssdError, match="no variable 'c'"):
+        datasets.load_mat(str(tmp_path / "two.mat"), "c")
+    with pytest.raises(CssdError, match="unknown; choose one of indian_pines, salinas_a, berlin"):
+        datasets.load("pavia", tmp_path)

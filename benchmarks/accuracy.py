@@ -93,12 +93,19 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, class_ids: list[int]) -> d
             "support": support.tolist(), "confusion": cm.tolist()}
 
 
-def run_network(data: datasets.LabelledScene, rows, cols, config: TrainConfig) -> np.ndarray:
-    """Class ids of every pixel from a network trained on (rows, cols)."""
+def run_network(data: datasets.LabelledScene, rows, cols, config: TrainConfig, curve: np.ndarray | None = None,
+                history: list | None = None) -> np.ndarray:
+    """Class ids of every pixel from a network trained on (rows, cols); with ``curve`` (a
+    mask of pixels), their overall accuracy after each epoch goes into ``history``."""
     ids = np.array([c.id for c in data.classes])
     index = {c.id: k for k, c in enumerate(data.classes)}
     targets = np.array([index[v] for v in data.labels[rows, cols]])
-    model, _ = train_model(data.scene, rows, cols, targets, data.classes, config)
+    held_out = None
+    if curve is not None:
+        r, c = np.nonzero(curve)
+        pick = np.random.default_rng(config.seed).permutation(len(r))[:2000]
+        held_out = (r[pick], c[pick], np.array([index[v] for v in data.labels[r[pick], c[pick]]]))
+    model, _ = train_model(data.scene, rows, cols, targets, data.classes, config, held_out=held_out, history=history)
     logits = predict_logits(model, data.scene, chunk=64)
     return ids[logits.argmax(0)]
 
@@ -148,14 +155,16 @@ def run(args) -> None:
             if key in done:
                 continue
             start = time.perf_counter()
+            history: list = []
             if METHODS[method] is None:
                 predicted = run_spectral(data, rows, cols, method, seed)
             else:
-                predicted = run_network(data, rows, cols, replace(base, seed=seed, **METHODS[method]))
+                predicted = run_network(data, rows, cols, replace(base, seed=seed, **METHODS[method]),
+                                        test if args.curve else None, history)
             seconds = time.perf_counter() - start
             result = {"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method, "seed": seed,
                       "epochs": args.epochs, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
-                      "seconds": seconds, "class_ids": class_ids,
+                      "seconds": seconds, "class_ids": class_ids, "curve": history if args.curve else None,
                       **metrics(data.labels[test], predicted[test], class_ids)}
             with open(out, "a") as f:
                 f.write(json.dumps(result) + "\n")
@@ -198,6 +207,9 @@ def main() -> None:
     parser.add_argument("--disjoint", action="store_true", help="spatially disjoint fields for training and test")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--curve", action="store_true",
+                        help="also record the test OA of 2000 test pixels after every epoch (for choosing epochs "
+                             "on the tuning scenes; slower)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
     parser.add_argument("--out", help="JSON-lines file of runs (default results/accuracy/<dataset>.jsonl)")

@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--class-field", help="attribute holding the class; guessed if omitted")
     e.add_argument("--exclude-training", metavar="MODEL", help="leave out the pixels this model was trained on")
     e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
+    e.add_argument("--plot", metavar="PNG", help="also write the confusion matrix as a PNG")
     return p
 
 
@@ -92,14 +93,16 @@ def _run(args: argparse.Namespace, progress: TqdmProgress) -> None:
     else:
         from .metrics import evaluate
 
-        result = evaluate(args.map, args.labels, EvaluateConfig(args.class_field, args.exclude_training, args.json),
-                          progress)
+        result = evaluate(args.map, args.labels, EvaluateConfig(args.class_field, args.exclude_training, args.json,
+                                                                args.plot), progress)
         progress.close()
         print(result.table())
         if args.exclude_training:
             print(f"\n{result.excluded_training_pixels} training pixels of {args.exclude_training} left out")
         if args.json:
             print(f"metrics written to {args.json}")
+        if args.plot:
+            print(f"confusion matrix written to {args.plot}")
 
 
 # GDAL's block cache (5 % of RAM by default) would fill with scene blocks that the chunked

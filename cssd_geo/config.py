@@ -95,3 +95,4 @@ class EvaluateConfig:
     class_field: str | None = None
     exclude_training: str | None = None  # path of the model whose training pixels are dropped
     json_path: str | None = None
+    plot_path: str | None = None  # confusion matrix PNG

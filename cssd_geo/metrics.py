@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 
 from .classes import ClassInfo
 from .config import EvaluateConfig
-from .errors import CssdError
+from .errors import CssdError, writing
 from .io.scene import Grid
 from .io.vector import read_labels, rasterize_labels
 from .io.writers import read_class_table
@@ -114,8 +114,15 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     result = compute_metrics(lookup[raster.index[mask]], predicted[mask].astype(np.int64), classes)
     result.excluded_training_pixels = excluded
     if config.json_path:
-        with open(config.json_path, "w", encoding="utf-8") as f:
+        with writing(config.json_path), open(config.json_path, "w", encoding="utf-8") as f:
             json.dump(result.to_json(), f, indent=2)
+    if config.plot_path:
+        from . import plots
+
+        with writing(config.plot_path):
+            plots.confusion_matrix(result.confusion_matrix, [f"{c.id} {c.name}" for c in classes], config.plot_path,
+                                   title=f"{os.path.basename(map_path)}: OA {100 * result.overall_accuracy:.2f} %, "
+                                         f"kappa {result.kappa:.4f}")
     return result
 
 

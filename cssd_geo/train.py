@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import rasterio.transform
@@ -13,12 +13,13 @@ import xarray as xr
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import CssdError, reading, writing
-from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
+from .io.scene import (band_names, band_statistics, band_wavelengths, open_scene, read_block, scene_grid,
+                       valid_mask)
 from .io.vector import LabelRaster, read_labels, rasterize_labels
 from .model import CSSD, distillation_loss, save_model
 from .paths import check_output
 from .progress import Progress
-from .sampling import Samples, draw_shots, window_pixels
+from .sampling import Samples, cut_windows, draw_shots, window_pixels
 
 MIN_BANDS = 3  # SpeFE cuts the spectrum into three segments
 
@@ -32,6 +33,7 @@ class TrainResult:
     class_field: str
     final_loss: float
     seconds: float
+    history: list = field(default_factory=list)  # per epoch: epoch, loss, lr, val_oa (None without held-out pixels)
 
 
 def train(scene: str | os.PathLike | xr.DataArray, labels: str | os.PathLike, output: str | os.PathLike,
@@ -43,6 +45,8 @@ def train(scene: str | os.PathLike | xr.DataArray, labels: str | os.PathLike, ou
     device = resolve_device(config.device)
     scene_path = scene if not isinstance(scene, xr.DataArray) else scene.attrs.get("source")
     output = check_output(output, config.overwrite, inputs=(scene_path, labels))
+    for path in training_outputs(output).values():
+        check_output(path, config.overwrite, inputs=(scene_path, labels))
     start = time.perf_counter()
     da = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     grid = scene_grid(da)
@@ -70,10 +74,14 @@ def _train(da, grid, scene_path, labels, output, config, device, progress, start
     raster = rasterize_labels(table, grid)
     for note in raster.notes:
         progress.message(note)
-    samples = _draw(da, raster, config, progress)
-
+    samples, valid = _draw(da, raster, config, progress)
+    held_out = _held_out(raster, samples, valid, config.seed)
+    if held_out is not None:
+        progress.message(f"validation: overall accuracy of {len(held_out[0])} held-out labelled pixels after "
+                         "each epoch")
+    history: list[dict] = []
     model, loss = train_model(da, samples.rows, samples.cols, samples.index, table.classes, config, device,
-                              progress, (mean, std))
+                              progress, (mean, std), held_out, history)
 
     transform = grid.transform
     xs, ys = rasterio.transform.xy(transform, samples.rows, samples.cols, offset="center")
@@ -89,16 +97,22 @@ def _train(da, grid, scene_path, labels, output, config, device, progress, start
             "train_config": asdict(config), "final_loss": loss,
         })
     seconds = time.perf_counter() - start
-    progress.message(f"model written to {output} ({len(samples)} training pixels, {seconds:.1f} s)")
-    return TrainResult(output, samples, table.field, loss, seconds)
+    _write_training_report(output, history, len(samples), held_out, seconds, table.classes)
+    progress.message(f"model written to {output} ({len(samples)} training pixels, {seconds:.1f} s); training "
+                     f"curve and metrics in {os.path.basename(training_outputs(output)['png'])} and "
+                     f"{os.path.basename(training_outputs(output)['json'])}")
+    return TrainResult(output, samples, table.field, loss, seconds, history)
 
 
 def train_model(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray,
                 classes: list, config: TrainConfig, device: torch.device | str = "cpu",
-                progress: Progress | None = None, statistics: tuple | None = None) -> tuple[CSSD, float]:
+                progress: Progress | None = None, statistics: tuple | None = None,
+                held_out: tuple | None = None, history: list | None = None) -> tuple[CSSD, float]:
     """A CSSD model trained on the windows centred on pixels (``rows``, ``cols``) of ``da``
     with class indices ``targets`` (logit order of ``classes``); returns it in eval mode and
-    the last epoch's loss. ``statistics`` (band mean, std) default to the scene's."""
+    the last epoch's loss. ``statistics`` (band mean, std) default to the scene's.
+    ``held_out`` (rows, cols, class indices) are scored after each epoch; ``history`` gets
+    one dict per epoch."""
     progress = progress or Progress()
     device = torch.device(device)
     mean, std = statistics if statistics is not None else band_statistics(da)
@@ -109,12 +123,90 @@ def train_model(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, targets: n
     progress.message(f"model: window {model.window} px (patch {model.patch} + 2 x radius {model.radius}), "
                      f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
     spectra, index = window_pixels(da, np.asarray(rows), np.asarray(cols), model.window)
+    validate = Validation(da, *held_out, model.reach, device) if held_out is not None else None
     loss = fit(model, torch.from_numpy(spectra), torch.from_numpy(index), torch.as_tensor(targets, dtype=torch.int64),
-               config, device, progress)
+               config, device, progress, validate, history)
     return model, loss
 
 
-def _draw(da: xr.DataArray, raster: LabelRaster, config: TrainConfig, progress: Progress) -> Samples:
+def training_outputs(model_path: str) -> dict[str, str]:
+    """The training report written next to a model: metrics JSON and curve PNG."""
+    stem = os.path.splitext(model_path)[0]
+    return {"json": f"{stem}_training.json", "png": f"{stem}_training.png"}
+
+
+VALIDATION_PIXELS = 2000  # held-out pixels scored after each epoch (a seeded random subset)
+DENSE_VALIDATION_AREA = 512 * 512  # up to this bounding box, scored by one dense forward pass
+
+
+def _held_out(raster: LabelRaster, samples: Samples, valid: np.ndarray, seed: int):
+    """Labelled, valid pixels not used for training (at most VALIDATION_PIXELS), or None."""
+    h, w = raster.index.shape
+    free = (raster.index >= 0) & valid
+    free[samples.rows - raster.row_off, samples.cols - raster.col_off] = False
+    r, c = np.nonzero(free)
+    if len(r) == 0:
+        return None
+    pick = np.random.default_rng(seed).permutation(len(r))[:VALIDATION_PIXELS]
+    r, c = np.sort(r[pick]), c[pick][np.argsort(r[pick], kind="stable")]
+    return r + raster.row_off, c + raster.col_off, raster.index[r, c].astype(np.int64)
+
+
+class Validation:
+    """Overall accuracy of held-out pixels for the model as it is (evaluated in eval mode,
+    left in the mode it was in). Pixels within a small bounding box are scored by one dense
+    forward pass over it (with its halo, reflect-padded at scene borders), others window by
+    window."""
+
+    def __init__(self, da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray, reach: int,
+                 device: torch.device) -> None:
+        self.rows, self.cols, self.targets, self.device = rows, cols, torch.as_tensor(targets), device
+        self.r0, self.c0 = int(rows.min()), int(cols.min())
+        r1, c1 = int(rows.max()) + 1, int(cols.max()) + 1
+        if (r1 - self.r0) * (c1 - self.c0) <= DENSE_VALIDATION_AREA:
+            block = read_block(da, self.r0 - reach, r1 + reach, self.c0 - reach, c1 + reach)
+            self.tiles = torch.from_numpy(block)[None]
+        else:
+            self.tiles = None
+            self.windows = torch.from_numpy(cut_windows(da, rows, cols, 2 * reach + 1))
+
+    @torch.no_grad()
+    def __call__(self, model: CSSD) -> float:
+        was_training = model.training
+        model.eval()
+        try:
+            if self.tiles is not None:
+                labels = model.dense_logits(self.tiles.to(self.device))[0].argmax(0).cpu()
+                predicted = labels[self.rows - self.r0, self.cols - self.c0]
+            else:
+                predicted = torch.cat([model(w.to(self.device)).argmax(1).cpu() for w in self.windows.split(256)])
+        finally:
+            model.train(was_training)
+        return float((predicted == self.targets).float().mean())
+
+
+def _write_training_report(output: str, history: list, n_train: int, held_out, seconds: float, classes) -> None:
+    """The metrics JSON and the curve PNG next to the model (written atomically)."""
+    import json
+
+    from . import plots
+
+    paths = training_outputs(output)
+    report = {"model": os.path.basename(output), "training_pixels": n_train,
+              "validation_pixels": 0 if held_out is None else int(len(held_out[0])), "seconds": seconds,
+              "final_loss": history[-1]["loss"] if history else None,
+              "final_validation_oa": history[-1].get("val_oa") if history else None,
+              "classes": [c.name for c in classes], "epochs": history}
+    with writing(paths["json"]):
+        tmp = paths["json"] + ".partial"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, paths["json"])
+        plots.training_curve(history, paths["png"], title=os.path.basename(output))
+
+
+def _draw(da: xr.DataArray, raster: LabelRaster, config: TrainConfig,
+          progress: Progress) -> tuple[Samples, np.ndarray]:
     h, w = raster.index.shape
     valid = valid_mask(da, raster.row_off, raster.row_off + h, raster.col_off, raster.col_off + w)
     skipped = int(((raster.index >= 0) & ~valid).sum())
@@ -128,29 +220,33 @@ def _draw(da: xr.DataArray, raster: LabelRaster, config: TrainConfig, progress: 
         if samples.drawn[k] < config.shots:
             progress.message(f"class {c.name!r} (id {c.id}) has {samples.available[k]} labelled pixels, "
                              f"fewer than --shots {config.shots}: using {samples.drawn[k]}")
-    return samples
+    return samples, valid
 
 
 def fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
-        device: torch.device, progress: Progress) -> float:
+        device: torch.device, progress: Progress, validate=None, history: list | None = None) -> float:
     """The training loop: Adam, ReduceLROnPlateau on the epoch loss, centre-keeping flips,
     the self-distillation loss. Returns the last epoch's mean loss.
 
     ``spectra`` [M, S] are the distinct pixels of all training windows and ``windows``
     [N, window, window] index them; SpeFE runs once per distinct pixel of a batch and the
     features are gathered into windows (SpeFE works pixel by pixel, so this is exact).
+
+    ``validate(model) -> accuracy``, when given, scores the model after each epoch; each
+    epoch's loss, learning rate and that accuracy are appended to ``history``.
     """
     generator = torch.Generator().manual_seed(config.seed)
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)  # same seed, same model (on CPU)
     try:
-        return _fit(model, spectra, windows, targets, config, device, progress, generator)
+        return _fit(model, spectra, windows, targets, config, device, progress, generator, validate,
+                    history if history is not None else [])
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
 def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
-         device: torch.device, progress: Progress, generator: torch.Generator) -> float:
+         device: torch.device, progress: Progress, generator: torch.Generator, validate, history: list) -> float:
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=5)
@@ -177,7 +273,13 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
             total += float(loss.detach()) * idx.numel()
         epoch_loss = total / n
         scheduler.step(epoch_loss)
-        progress.advance(1, f"loss {epoch_loss:.4f} lr {optimiser.param_groups[0]['lr']:.1e}")
+        lr = optimiser.param_groups[0]["lr"]
+        val_oa = validate(model) if validate is not None else None
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_oa": val_oa})
+        note = f"loss {epoch_loss:.4f} lr {lr:.1e}" + (f" val OA {100 * val_oa:.1f}%" if val_oa is not None else "")
+        if val_oa is not None:
+            progress.message(f"epoch {epoch + 1}/{config.epochs}: {note}")
+        progress.advance(1, note)
     model.eval()
     return epoch_loss
 

@@ -48,6 +48,15 @@ def test_train_predict_evaluate(trained, tmp_path, capsys):
                      "--json", str(metrics)]) == 0
     printed = capsys.readouterr().out
     assert "overall accuracy" in printed and "kappa" in printed
+    report = json.loads((tmp_path / "model_training.json").read_text())
+    assert [e["epoch"] for e in report["epochs"]] == list(range(1, 16))
+    assert report["validation_pixels"] > 0 and all(0 <= e["val_oa"] <= 1 for e in report["epochs"])
+    assert report["final_validation_oa"] > 0.8
+    with rasterio.open(tmp_path / "model_training.png") as png:
+        assert png.width > 300
+    assert cli.main(["--quiet", "evaluate", str(out), "--labels", labels, "--plot", str(tmp_path / "cm.png")]) == 0
+    with rasterio.open(tmp_path / "cm.png") as png:
+        assert png.width > 300
     result = json.loads(metrics.read_text())
     for key in ("overall_accuracy", "average_accuracy", "kappa", "per_class", "confusion_matrix"):
         assert key in result

@@ -1,0 +1,72 @@
+"""Figures written next to results: the training curve and the confusion matrix (PNG,
+matplotlib without a display)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    """Save to a temporary name beside ``path``, then rename (never a half-written PNG)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-", suffix=".png",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def training_curve(history: Sequence[dict], path: str, title: str = "") -> None:
+    """Loss per epoch, and validation overall accuracy when the history has it."""
+    plt = _figure()
+    fig, loss_ax = plt.subplots(figsize=(6.4, 3.6))
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h["loss"] for h in history], color="tab:blue", label="training loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss", color="tab:blue")
+    if any(h.get("val_oa") is not None for h in history):
+        acc_ax = loss_ax.twinx()
+        acc_ax.plot(epochs, [100 * h["val_oa"] for h in history], color="tab:orange", label="validation OA")
+        acc_ax.set_ylabel("validation OA (%)", color="tab:orange")
+        acc_ax.set_ylim(0, 100)
+    loss_ax.set_title(title or "training")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str, title: str = "") -> None:
+    """Row-normalised confusion matrix (reference rows, map columns) with the counts."""
+    import numpy as np
+
+    plt = _figure()
+    counts = np.asarray(matrix, dtype=float)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(names) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("map")
+    ax.set_ylabel("reference")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if counts[i, j]:
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=6,
+                        color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the reference class")
+    ax.set_title(title or "confusion matrix")
+    _save(fig, path)
+    plt.close(fig)

@@ -150,6 +150,9 @@ def run(args) -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     for seed in SEEDS[: args.seeds]:
         rows, cols, test = draw(data.labels, args.shots, seed, fields)
+        if not test.any():
+            raise SystemExit(f"{args.dataset}: a disjoint split leaves no pixel to test (every class is one "
+                             "connected field); use the random split")
         for method in args.methods:
             key = (args.dataset, mode, args.shots, method, seed, args.epochs)
             if key in done:

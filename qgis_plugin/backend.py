@@ -121,7 +121,7 @@ def _run_in_process(command: str, inputs: dict, options: dict, feedback) -> str:
 
 def _feedback_progress(feedback):
     """A cssd_geo Progress that reports to a QgsProcessingFeedback."""
-    from cssd_geo.progress import Progress
+    from cssd_geo import Progress
 
     class FeedbackProgress(Progress):
         def __init__(self) -> None:

@@ -171,8 +171,26 @@ def run(args) -> None:
                       **metrics(data.labels[test], predicted[test], class_ids)}
             with open(out, "a") as f:
                 f.write(json.dumps(result) + "\n")
+            if args.figures and seed == SEEDS[0]:
+                _figures(args.figures, data, predicted, test, result, method, mode, args.shots)
             print(f"{args.dataset} {mode} k={args.shots} seed {seed} {method:<9} OA {100 * result['oa']:6.2f} "
                   f"AA {100 * result['aa']:6.2f} kappa {result['kappa']:.4f} ({seconds:.0f} s)", flush=True)
+
+
+def _figures(folder: str, data, predicted: np.ndarray, test: np.ndarray, result: dict, method: str, mode: str,
+             shots: int) -> None:
+    """The reference next to the predicted map (all pixels, and test pixels only) and the
+    confusion matrix of the test pixels, for the first seed."""
+    from cssd_geo import plots
+
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, f"{data.name}_{shots}shots_{mode}_{method}")
+    tested = np.where(test, predicted, 0)
+    plots.class_maps([data.labels, predicted, tested],
+                     ["reference", f"{method}, seed {SEEDS[0]}: every pixel",
+                      f"test pixels (OA {100 * result['oa']:.1f} %)"], data.classes, f"{stem}_maps.png")
+    plots.confusion_matrix(result["confusion"], [f"{c.id} {c.name}" for c in data.classes], f"{stem}_confusion.png",
+                           title=f"{data.name}, {shots} shots, {method}: OA {100 * result['oa']:.2f} %")
 
 
 def report(folder: str) -> str:
@@ -217,6 +235,8 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
     parser.add_argument("--out", help="JSON-lines file of runs (default results/accuracy/<dataset>.jsonl)")
     parser.add_argument("--report", metavar="FOLDER", help="print the tables of the runs saved in FOLDER")
+    parser.add_argument("--figures", metavar="FOLDER",
+                        help="write maps next to the reference and confusion matrices of the first seed here")
     args = parser.parse_args()
     if args.report:
         print(report(args.report))

@@ -70,3 +70,27 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path
     ax.set_title(title or "confusion matrix")
     _save(fig, path)
     plt.close(fig)
+
+
+def class_maps(maps: Sequence, titles: Sequence[str], classes: Sequence, path: str) -> None:
+    """Class-id rasters side by side (e.g. the reference and a prediction) in the classes'
+    colours, 0 shown white, with a legend."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = _figure()
+    top = max(max(c.id for c in classes), 1)
+    colours = np.ones((top + 1, 3))
+    for c in classes:
+        colours[c.id] = np.asarray(c.color) / 255
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps) + 2.4, 3.8))
+    for ax, image, title in zip(np.atleast_1d(axes), maps, titles):
+        ax.imshow(np.asarray(image), cmap=ListedColormap(colours), vmin=0, vmax=top, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.legend(handles=[Patch(color=colours[c.id], label=c.name) for c in classes], loc="center right", fontsize=7,
+               frameon=False)
+    fig.subplots_adjust(right=0.78)
+    _save(fig, path)
+    plt.close(fig)

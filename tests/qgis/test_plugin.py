@@ -49,6 +49,19 @@ def test_train_writes_a_model_with_the_layer_classes(trained_model):
     assert {c.name for c in model.classes} >= {"Corn-notill", "Woods"}
 
 
+def test_train_through_the_executable(qgis_app, tmp_path, backend_env):
+    import processing
+
+    import cssd_geo
+
+    backend_env("executable")
+    out = tmp_path / "cli.cssd"
+    processing.run("cssd:train", {"INPUT": str(SCENE), "LABELS": str(FIELDS), "CLASS_FIELD": "class_id",
+                                  "SHOTS": 2, "EPOCHS": 1, "PATCH": 5, "SEED": 1, "DEVICE": "cpu", "OUTPUT": str(out)})
+    model = cssd_geo.load_model(out)
+    assert model.patch == 5 and model.metadata["train_config"]["shots"] == 2
+
+
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])
 def test_predict_writes_a_styled_map(trained_model, tmp_path, backend, backend_env):
     from qgis.core import QgsRasterLayer

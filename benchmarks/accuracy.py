@@ -205,7 +205,8 @@ def report(folder: str) -> str:
         groups.setdefault((r["dataset"], r["mode"], r["shots"], r["epochs"]), {}).setdefault(r["method"], []).append(r)
     lines = []
     for (dataset, mode, shots, epochs), methods in sorted(groups.items()):
-        lines += [f"### {dataset}, {shots} shots, {mode} split ({epochs} epochs)", "",
+        lines += [f"### {dataset}, {shots} shots, {mode} split ({f'{epochs} epochs' if epochs else 'default epochs'})",
+                  "",
                   "| method | seeds | OA % | AA % | kappa | delta OA vs cssd | s per run |", "|---|---|---|---|---|---|---|"]
         ref = np.mean([r["oa"] for r in methods.get("cssd", [])]) if "cssd" in methods else None
         for method in [m for m in METHODS if m in methods]:
@@ -226,7 +227,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="how many of the fixed seeds 0..9 (default 10)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--disjoint", action="store_true", help="spatially disjoint fields for training and test")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, help="(default: the package's, see TrainConfig.epochs_for)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--curve", action="store_true",
                         help="also record the test OA of 2000 test pixels after every epoch (for choosing epochs "

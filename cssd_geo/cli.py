@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sampling", choices=["random", "grid"], default=defaults_t.sampling,
                    help="random pixels, or window centres on a stride grid (default %(default)s)")
     t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride, help="stride of --sampling grid (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=defaults_t.epochs, help="(default %(default)s)")
+    t.add_argument("--epochs", type=int, default=defaults_t.epochs,
+                   help="(default: 50, more when there are few samples: at least 150 optimiser steps)")
     t.add_argument("--patch", type=int, default=defaults_t.patch, help="odd pooled window side P (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
     t.add_argument("--lr", type=float, default=defaults_t.learning_rate, help="Adam learning rate (default %(default)s)")

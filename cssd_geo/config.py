@@ -1,9 +1,13 @@
 """Options of the train / predict / evaluate steps, shared by the CLI and the QGIS plugin."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import CssdError
+
+DEFAULT_EPOCHS = 50
+MIN_STEPS = 150  # optimiser steps a default training run takes at least
 
 
 @dataclass
@@ -20,7 +24,7 @@ class TrainConfig:
     shots: int = 16
     sampling: str = "random"  # "random": k pixels per class; "grid": centres on a stride grid
     grid_stride: int = 5
-    epochs: int = 50
+    epochs: int | None = None  # None: DEFAULT_EPOCHS, or more to reach MIN_STEPS optimiser steps
     patch: int = 11
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -34,12 +38,22 @@ class TrainConfig:
     device: str = "auto"
     overwrite: bool = False
 
+    def epochs_for(self, samples: int) -> int:
+        """Epochs to run on ``samples`` training windows: ``epochs`` when set; otherwise
+        DEFAULT_EPOCHS, raised so that training takes at least MIN_STEPS optimiser steps (with
+        a few dozen samples an epoch is one step, and 50 steps leave the model undertrained:
+        on Salinas-A with 5 shots the test OA was 90 % after 50 steps, 99 % from 80-100 on)."""
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = max(1, math.ceil(samples / self.batch_size))
+        return max(DEFAULT_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
+
     def validate(self) -> None:
         """Raise :class:`CssdError` for an option no run could use."""
         if self.shots <= 0:
             raise CssdError(f"--shots {self.shots}: the number of labelled pixels per class must be at least 1")
-        if self.epochs <= 0:
-            raise CssdError(f"--epochs {self.epochs}: train for at least 1 epoch")
+        if self.epochs is not None and self.epochs <= 0:
+            raise CssdError(f"--epochs {self.epochs}: train for at least 1 epoch (or leave it out for the default)")
         if self.patch < 3 or self.patch % 2 == 0:
             raise CssdError(f"--patch {self.patch}: the window side must be odd and at least 3 (e.g. 11)")
         if self.sampling not in ("random", "grid"):

@@ -251,9 +251,10 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=5)
     n = windows.shape[0]
-    progress.stage("train", config.epochs)
+    epochs = config.epochs_for(n)
+    progress.stage("train", epochs)
     epoch_loss = float("nan")
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for start in range(0, n, config.batch_size):
@@ -278,7 +279,7 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_oa": val_oa})
         note = f"loss {epoch_loss:.4f} lr {lr:.1e}" + (f" val OA {100 * val_oa:.1f}%" if val_oa is not None else "")
         if val_oa is not None:
-            progress.message(f"epoch {epoch + 1}/{config.epochs}: {note}")
+            progress.message(f"epoch {epoch + 1}/{epochs}: {note}")
         progress.advance(1, note)
     model.eval()
     return epoch_loss

@@ -59,7 +59,8 @@ class TrainAlgorithm(_Algorithm):
                                                       optional=True))
         self.addParameter(QgsProcessingParameterNumber("SHOTS", "Labelled pixels per class", defaultValue=16,
                                                        minValue=1))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs", defaultValue=50, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs (0: 50, more when there are few samples)",
+                                                       defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber("PATCH", "Pooled window side (odd)", defaultValue=11,
                                                        minValue=3))
         self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0))
@@ -75,7 +76,7 @@ class TrainAlgorithm(_Algorithm):
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
                    "shots": self.parameterAsInt(parameters, "SHOTS", context),
-                   "epochs": self.parameterAsInt(parameters, "EPOCHS", context),
+                   "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
                    "patch": self.parameterAsInt(parameters, "PATCH", context),
                    "seed": self.parameterAsInt(parameters, "SEED", context),
                    "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",

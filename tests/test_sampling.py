@@ -50,3 +50,11 @@ def test_windows_come_from_the_reflect_padded_scene(tmp_path):
     padded = np.pad(cube.astype(np.float32), ((0, 0), (4, 4), (4, 4)), mode="reflect")
     for w, r, c in zip(windows, rows, cols):
         np.testing.assert_array_equal(w, padded[:, r:r + 9, c:c + 9])
+
+
+def test_default_epochs_give_enough_optimiser_steps():
+    from cssd_geo.config import TrainConfig
+
+    assert TrainConfig().epochs_for(256) == 50  # 4 batches per epoch: 200 steps
+    assert TrainConfig().epochs_for(30) == 150  # one batch per epoch: 150 steps
+    assert TrainConfig(epochs=7).epochs_for(30) == 7  # an explicit choice is kept

@@ -143,9 +143,9 @@ def run(args) -> None:
     done = set()
     if os.path.exists(out):
         with open(out) as f:
-            done = {(r["dataset"], r["mode"], r["shots"], r["method"], r["seed"], r["epochs"])
+            done = {(r["dataset"], r["mode"], r["shots"], r["method"], r["seed"], r["epochs"], _tag(r.get("config")))
                     for r in map(json.loads, f)}
-    base = TrainConfig(epochs=args.epochs, device=args.device)
+    base = replace(TrainConfig(epochs=args.epochs, device=args.device), **args.set)
     class_ids = [c.id for c in data.classes]
     torch.set_num_threads(args.threads or torch.get_num_threads())
     for seed in SEEDS[: args.seeds]:
@@ -154,7 +154,7 @@ def run(args) -> None:
             raise SystemExit(f"{args.dataset}: a disjoint split leaves no pixel to test (every class is one "
                              "connected field); use the random split")
         for method in args.methods:
-            key = (args.dataset, mode, args.shots, method, seed, args.epochs)
+            key = (args.dataset, mode, args.shots, method, seed, args.epochs, _tag(args.set))
             if key in done:
                 continue
             start = time.perf_counter()
@@ -166,7 +166,7 @@ def run(args) -> None:
                                         test if args.curve else None, history)
             seconds = time.perf_counter() - start
             result = {"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method, "seed": seed,
-                      "epochs": args.epochs, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
+                      "epochs": args.epochs, "config": args.set or None, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
                       "seconds": seconds, "class_ids": class_ids, "curve": history if args.curve else None,
                       **metrics(data.labels[test], predicted[test], class_ids)}
             with open(out, "a") as f:
@@ -193,31 +193,66 @@ def _figures(folder: str, data, predicted: np.ndarray, test: np.ndarray, result:
                            title=f"{data.name}, {shots} shots, {method}: OA {100 * result['oa']:.2f} %")
 
 
+def _tag(changes: dict | None) -> str:
+    """A run's TrainConfig changes (--set) as one sortable text, '' for the defaults."""
+    return " ".join(f"{k}={v}" for k, v in sorted((changes or {}).items()))
+
+
+def _settings(text: str) -> dict:
+    """--set 'schedule=cosine tau=1' -> TrainConfig changes, typed like the fields' defaults."""
+    defaults, changes = TrainConfig(), {}
+    for item in text.replace(",", " ").split():
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key) or key in ("seed", "epochs", "device"):
+            raise argparse.ArgumentTypeError(f"{key!r} is not a TrainConfig field --set can change")
+        kind = type(getattr(defaults, key))
+        changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return changes
+
+
 def report(folder: str) -> str:
-    """Markdown tables (mean +- std over seeds) of every saved run in ``folder``."""
+    """Markdown tables (mean +- std over seeds) of every saved run in ``folder``: one table per
+    dataset, split, shots and network setting (epochs, --set); the spectral baselines, which
+    have no such setting, appear in each table of their dataset, split and shots."""
     rows = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".jsonl"):
             with open(os.path.join(folder, name)) as f:
                 rows += [json.loads(line) for line in f]
-    groups: dict = {}
+    networks: dict = {}
+    spectral: dict = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["mode"], r["shots"], r["epochs"]), {}).setdefault(r["method"], []).append(r)
+        scene = (r["dataset"], r["mode"], r["shots"])
+        if METHODS[r["method"]] is None:
+            spectral.setdefault(scene, {}).setdefault(r["method"], []).append(r)
+        else:
+            setting = (r["epochs"] or 0, _tag(r.get("config")))
+            networks.setdefault(scene, {}).setdefault(setting, {}).setdefault(r["method"], []).append(r)
     lines = []
-    for (dataset, mode, shots, epochs), methods in sorted(groups.items()):
-        lines += [f"### {dataset}, {shots} shots, {mode} split ({f'{epochs} epochs' if epochs else 'default epochs'})",
-                  "",
-                  "| method | seeds | OA % | AA % | kappa | delta OA vs cssd | s per run |", "|---|---|---|---|---|---|---|"]
-        ref = np.mean([r["oa"] for r in methods.get("cssd", [])]) if "cssd" in methods else None
-        for method in [m for m in METHODS if m in methods]:
-            runs = methods[method]
-            oa, aa, kappa = (np.array([r[k] for r in runs]) for k in ("oa", "aa", "kappa"))
-            delta = f"{100 * (oa.mean() - ref):+.2f}" if ref is not None and method != "cssd" else ""
-            lines.append(f"| {method} | {len(runs)} | {100 * oa.mean():.2f} ± {100 * oa.std():.2f} | "
-                         f"{100 * aa.mean():.2f} ± {100 * aa.std():.2f} | {kappa.mean():.4f} ± {kappa.std():.4f} | "
-                         f"{delta} | {np.mean([r['seconds'] for r in runs]):.0f} |")
-        lines.append("")
+    for scene in sorted(set(networks) | set(spectral)):
+        for (epochs, tag), methods in sorted(networks.get(scene, {(0, ""): {}}).items()):
+            methods = {**methods, **spectral.get(scene, {})}
+            lines += _table(scene, epochs, tag, methods) + [""]
     return "\n".join(lines)
+
+
+def _table(scene: tuple, epochs: int, tag: str, methods: dict) -> list[str]:
+    """One markdown table; a method's delta to CSSD is the mean over the seeds both ran."""
+    dataset, mode, shots = scene
+    setting = ", ".join(filter(None, [f"{epochs} epochs" if epochs else "default epochs", tag]))
+    lines = [f"### {dataset}, {shots} shots, {mode} split ({setting})", "",
+             "| method | seeds | OA % | AA % | kappa | delta OA vs cssd, same seeds | s per run |",
+             "|---|---|---|---|---|---|---|"]
+    reference = {r["seed"]: r["oa"] for r in methods.get("cssd", [])}
+    for method in [m for m in METHODS if m in methods]:
+        runs = methods[method]
+        oa, aa, kappa = (np.array([r[k] for r in runs]) for k in ("oa", "aa", "kappa"))
+        shared = [r["oa"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
+        delta = f"{100 * np.mean(shared):+.2f} ({len(shared)})" if shared and method != "cssd" else ""
+        lines.append(f"| {method} | {len(runs)} | {100 * oa.mean():.2f} ± {100 * oa.std():.2f} | "
+                     f"{100 * aa.mean():.2f} ± {100 * aa.std():.2f} | {kappa.mean():.4f} ± {kappa.std():.4f} | "
+                     f"{delta} | {np.mean([r['seconds'] for r in runs]):.0f} |")
+    return lines
 
 
 def main() -> None:
@@ -229,6 +264,8 @@ def main() -> None:
     parser.add_argument("--disjoint", action="store_true", help="spatially disjoint fields for training and test")
     parser.add_argument("--epochs", type=int, help="(default: the package's, see TrainConfig.epochs_for)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", type=_settings, default={}, metavar="'FIELD=VALUE ...'",
+                        help="TrainConfig changes for the networks, e.g. 'schedule=cosine tau=1' (tuning sweeps)")
     parser.add_argument("--curve", action="store_true",
                         help="also record the test OA of 2000 test pixels after every epoch (for choosing epochs "
                              "on the tuning scenes; slower)")

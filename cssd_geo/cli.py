@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--patch", type=int, default=defaults_t.patch, help="odd pooled window side P (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
     t.add_argument("--lr", type=float, default=defaults_t.learning_rate, help="Adam learning rate (default %(default)s)")
+    t.add_argument("--schedule", choices=["plateau", "cosine"], default=defaults_t.schedule,
+                   help="learning rate: halve when the loss stalls, or cosine decay to 0 (default %(default)s)")
     t.add_argument("--tau", type=float, default=defaults_t.tau, help="distillation temperature (default %(default)s)")
     t.add_argument("--eps", type=float, default=defaults_t.eps, help="distillation weight 0..1 (default %(default)s)")
     t.add_argument("--pooling", choices=["sap", "mean"], default=defaults_t.pooling,
@@ -80,7 +82,7 @@ def _run(args: argparse.Namespace, progress: TqdmProgress) -> None:
 
         config = TrainConfig(class_field=args.class_field, shots=args.shots, sampling=args.sampling,
                              grid_stride=args.grid_stride, epochs=args.epochs, patch=args.patch,
-                             batch_size=args.batch_size, learning_rate=args.lr, tau=args.tau, eps=args.eps,
+                             batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule, tau=args.tau, eps=args.eps,
                              pooling=args.pooling, refiner_depth=args.refiner_depth, auxiliary=not args.no_auxiliary,
                              seed=args.seed, device=args.device, overwrite=args.overwrite)
         train(args.scene, args.labels, args.output, config, progress)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .errors import CssdError
 
 DEFAULT_EPOCHS = 50
+SCHEDULES = ("plateau", "cosine")  # learning-rate schedules of TrainConfig.schedule
 MIN_STEPS = 150  # optimiser steps a default training run takes at least
 
 
@@ -28,6 +29,7 @@ class TrainConfig:
     patch: int = 11
     batch_size: int = 64
     learning_rate: float = 1e-3
+    schedule: str = "plateau"  # "plateau": halve on a flat epoch loss; "cosine": anneal to 0 over the run
     tau: float = 2.0
     eps: float = 0.3
     # architecture switches for ablations and baselines (the defaults are CSSD)
@@ -66,6 +68,8 @@ class TrainConfig:
             raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
         if self.tau <= 0:
             raise CssdError(f"--tau {self.tau}: the temperature must be positive")
+        if self.schedule not in SCHEDULES:
+            raise CssdError(f"--schedule {self.schedule}: choose {' or '.join(SCHEDULES)}")
         if self.pooling not in ("sap", "mean"):
             raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
         if self.refiner_depth < 0:

@@ -225,7 +225,7 @@ def _draw(da: xr.DataArray, raster: LabelRaster, config: TrainConfig,
 
 def fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: torch.Tensor, config: TrainConfig,
         device: torch.device, progress: Progress, validate=None, history: list | None = None) -> float:
-    """The training loop: Adam, ReduceLROnPlateau on the epoch loss, centre-keeping flips,
+    """The training loop: Adam, the learning-rate schedule of ``config.schedule``, centre-keeping flips,
     the self-distillation loss. Returns the last epoch's mean loss.
 
     ``spectra`` [M, S] are the distinct pixels of all training windows and ``windows``
@@ -249,19 +249,21 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
          device: torch.device, progress: Progress, generator: torch.Generator, validate, history: list) -> float:
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=5)
     n = windows.shape[0]
     epochs = config.epochs_for(n)
+    batches = _batch_starts(n, config.batch_size)
+    if config.schedule == "cosine":  # stepped after every batch, reaching 0 at the last one
+        per_step = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs * len(batches)))
+    else:  # stepped after every epoch, on its loss
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=5)
     progress.stage("train", epochs)
     epoch_loss = float("nan")
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
         total = 0.0
-        for start in range(0, n, config.batch_size):
+        for start in batches:
             progress.check("training")
             idx = order[start:start + config.batch_size]
-            if idx.numel() < 2 and n >= 2:  # BatchNorm needs two samples; fold a lone last one away
-                continue
             pixels, where = torch.unique(_flip(windows[idx], generator), return_inverse=True)
             feats = model.pixel_features(spectra[pixels].to(device))
             feats = feats[where.to(device)].permute(0, 3, 1, 2).contiguous()
@@ -271,9 +273,12 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            if config.schedule == "cosine":
+                per_step.step()
             total += float(loss.detach()) * idx.numel()
         epoch_loss = total / n
-        scheduler.step(epoch_loss)
+        if config.schedule != "cosine":
+            plateau.step(epoch_loss)
         lr = optimiser.param_groups[0]["lr"]
         val_oa = validate(model) if validate is not None else None
         history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_oa": val_oa})
@@ -283,6 +288,12 @@ def _fit(model: CSSD, spectra: torch.Tensor, windows: torch.Tensor, targets: tor
         progress.advance(1, note)
     model.eval()
     return epoch_loss
+
+
+def _batch_starts(n: int, batch_size: int) -> list[int]:
+    """Where each batch of an epoch starts; a lone last sample is left out of the epoch
+    (BatchNorm needs two), unless it is the only one."""
+    return [start for start in range(0, n, batch_size) if min(batch_size, n - start) >= 2 or n < 2]
 
 
 def _flip(windows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -170,6 +170,9 @@ def spectral_aware_pool(features: torch.Tensor, logits: torch.Tensor, patch: int
     unit = F.normalize(features, dim=1, eps=1e-8)
     h, w = logits.shape[-2] - patch + 1, logits.shape[-1] - patch + 1
     p = patch // 2
+    if h == 1 and w == 1:  # one window (training): the whole neighbourhood at once
+        weight = (unit * unit[..., p:p + 1, p:p + 1]).sum(1, keepdim=True).clamp_min(0)
+        return (weight * logits).sum((-2, -1), keepdim=True) / (weight.sum((-2, -1), keepdim=True) + 1e-6)
     centre = unit[..., p:p + h, p:p + w]
     num = torch.zeros(logits.shape[0], logits.shape[1], h, w, dtype=logits.dtype, device=logits.device)
     den = torch.zeros(logits.shape[0], 1, h, w, dtype=logits.dtype, device=logits.device)

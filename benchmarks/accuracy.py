@@ -143,8 +143,7 @@ def run(args) -> None:
     done = set()
     if os.path.exists(out):
         with open(out) as f:
-            done = {(r["dataset"], r["mode"], r["shots"], r["method"], r["seed"], r["epochs"], _tag(r.get("config")))
-                    for r in map(json.loads, f)}
+            done = {_key(r, r["seed"], r["train_config"]) for r in map(json.loads, f)}
     base = replace(TrainConfig(epochs=args.epochs, device=args.device), **args.set)
     class_ids = [c.id for c in data.classes]
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -154,19 +153,20 @@ def run(args) -> None:
             raise SystemExit(f"{args.dataset}: a disjoint split leaves no pixel to test (every class is one "
                              "connected field); use the random split")
         for method in args.methods:
-            key = (args.dataset, mode, args.shots, method, seed, args.epochs, _tag(args.set))
-            if key in done:
+            config = None if METHODS[method] is None else replace(base, seed=seed, **METHODS[method])
+            settings = None if config is None else _settings_of(config)
+            if _key({"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method}, seed,
+                    settings) in done:
                 continue
             start = time.perf_counter()
             history: list = []
-            if METHODS[method] is None:
+            if config is None:
                 predicted = run_spectral(data, rows, cols, method, seed)
             else:
-                predicted = run_network(data, rows, cols, replace(base, seed=seed, **METHODS[method]),
-                                        test if args.curve else None, history)
+                predicted = run_network(data, rows, cols, config, test if args.curve else None, history)
             seconds = time.perf_counter() - start
             result = {"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method, "seed": seed,
-                      "epochs": args.epochs, "config": args.set or None, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
+                      "train_config": settings, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
                       "seconds": seconds, "class_ids": class_ids, "curve": history if args.curve else None,
                       **metrics(data.labels[test], predicted[test], class_ids)}
             with open(out, "a") as f:
@@ -193,9 +193,28 @@ def _figures(folder: str, data, predicted: np.ndarray, test: np.ndarray, result:
                            title=f"{data.name}, {shots} shots, {method}: OA {100 * result['oa']:.2f} %")
 
 
-def _tag(changes: dict | None) -> str:
-    """A run's TrainConfig changes (--set) as one sortable text, '' for the defaults."""
-    return " ".join(f"{k}={v}" for k, v in sorted((changes or {}).items()))
+# the TrainConfig fields that make one network run differ from another (besides the seed)
+SETTINGS = ("epochs", "patch", "batch_size", "learning_rate", "schedule", "tau", "eps", "pooling", "refiner_depth",
+            "auxiliary")
+
+
+def _settings_of(config: TrainConfig) -> dict:
+    return {name: getattr(config, name) for name in SETTINGS}
+
+
+def _key(run: dict, seed: int, settings: dict | None) -> tuple:
+    """What identifies a run in the JSON-lines file: scene, split, shots, method, seed and
+    the full network settings (so runs made with other defaults are never taken as done)."""
+    return (run["dataset"], run["mode"], run["shots"], run["method"], seed, json.dumps(settings, sort_keys=True))
+
+
+def _tag(run: dict) -> str:
+    """How a run's network settings differ from the package's current defaults for its
+    method, as sortable text ('' when they are the defaults, and for the baselines)."""
+    if run["train_config"] is None:
+        return ""
+    defaults = _settings_of(replace(TrainConfig(), **METHODS[run["method"]]))
+    return " ".join(f"{k}={v}" for k, v in sorted(run["train_config"].items()) if defaults.get(k) != v)
 
 
 def _settings(text: str) -> dict:
@@ -226,21 +245,20 @@ def report(folder: str) -> str:
         if METHODS[r["method"]] is None:
             spectral.setdefault(scene, {}).setdefault(r["method"], []).append(r)
         else:
-            setting = (r["epochs"] or 0, _tag(r.get("config")))
+            setting = _tag(r)
             networks.setdefault(scene, {}).setdefault(setting, {}).setdefault(r["method"], []).append(r)
     lines = []
     for scene in sorted(set(networks) | set(spectral)):
-        for (epochs, tag), methods in sorted(networks.get(scene, {(0, ""): {}}).items()):
+        for tag, methods in sorted(networks.get(scene, {"": {}}).items()):
             methods = {**methods, **spectral.get(scene, {})}
-            lines += _table(scene, epochs, tag, methods) + [""]
+            lines += _table(scene, tag, methods) + [""]
     return "\n".join(lines)
 
 
-def _table(scene: tuple, epochs: int, tag: str, methods: dict) -> list[str]:
+def _table(scene: tuple, tag: str, methods: dict) -> list[str]:
     """One markdown table; a method's delta to CSSD is the mean over the seeds both ran."""
     dataset, mode, shots = scene
-    setting = ", ".join(filter(None, [f"{epochs} epochs" if epochs else "default epochs", tag]))
-    lines = [f"### {dataset}, {shots} shots, {mode} split ({setting})", "",
+    lines = [f"### {dataset}, {shots} shots, {mode} split ({'networks: ' + tag if tag else 'default settings'})", "",
              "| method | seeds | OA % | AA % | kappa | delta OA vs cssd, same seeds | s per run |",
              "|---|---|---|---|---|---|---|"]
     reference = {r["seed"]: r["oa"] for r in methods.get("cssd", [])}

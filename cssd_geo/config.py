@@ -29,9 +29,9 @@ class TrainConfig:
     patch: int = 11
     batch_size: int = 64
     learning_rate: float = 1e-3
-    schedule: str = "plateau"  # "plateau": halve on a flat epoch loss; "cosine": anneal to 0 over the run
+    schedule: str = "cosine"  # "cosine": anneal to 0 over the run; "plateau": halve on a flat epoch loss
     tau: float = 2.0
-    eps: float = 0.3
+    eps: float = 0.5
     # architecture switches for ablations and baselines (the defaults are CSSD)
     pooling: str = "sap"  # "sap": spectral-aware pooling; "mean": plain average over P x P
     refiner_depth: int = 2  # SpeFR's deep dilations; 0 removes SpeFR

@@ -28,7 +28,7 @@ class CSSD(nn.Module):
     """
 
     def __init__(self, bands: int, n_classes: int, patch: int = 11, se_size: int = 3,
-                 se_depth: int = 2, tau: float = 2.0, eps: float = 0.3,
+                 se_depth: int = 2, tau: float = 2.0, eps: float = 0.5,
                  classes: Sequence[ClassInfo] | None = None, pooling: str = "sap") -> None:
         super().__init__()
         if patch < 3 or patch % 2 == 0:

@@ -33,3 +33,12 @@ def _writable(folder: str) -> bool:
     os.close(fd)
     os.unlink(probe)
     return True
+
+
+def publish(tmp: str, path: str) -> None:
+    """Rename a finished temporary file or folder to ``path``, first giving it the permissions
+    a plainly created one would have (mkstemp and mkdtemp make them private to the user)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~mask)
+    os.replace(tmp, path)

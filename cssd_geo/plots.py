@@ -6,6 +6,8 @@ import os
 import tempfile
 from typing import Sequence
 
+from .paths import publish
+
 
 def _figure():
     import matplotlib
@@ -23,7 +25,7 @@ def _save(fig, path: str) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -64,6 +64,10 @@ def test_train_predict_evaluate(trained, tmp_path, capsys):
     assert result["excluded_training_pixels"] == 24  # 8 shots x 3 classes
     assert np.sum(result["confusion_matrix"]) == result["pixels"]
     assert result["overall_accuracy"] > 0.8  # three well separated spectra
+    mask = os.umask(0)
+    os.umask(mask)
+    for written in (model, out, tmp_path / "quick.png", tmp_path / "model_training.png", tmp_path / "cm.png"):
+        assert os.stat(written).st_mode & 0o777 == 0o666 & ~mask, written  # not left private like a temp file
 
 
 def test_band_mismatch_is_refused(trained, tmp_path, capsys):

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 
 from ..classes import ClassInfo, classes_from_json, classes_to_json
 from ..errors import CssdError, writing
+from ..paths import publish
 from .scene import Grid
 
 CLASSES_TAG = "CSSD_CLASSES"
@@ -141,7 +142,7 @@ class GeoTiffWriter:
                 os.replace(cog, self._tmp)
             finally:
                 _remove(cog)
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
         self._tmp = None
 
 
@@ -270,7 +271,7 @@ class ZarrMapWriter:
         with writing(self.path):
             if os.path.isdir(self.path):
                 shutil.rmtree(self.path)
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
             self._tmp = None
 
 

@@ -10,6 +10,7 @@ import torch
 
 from ..classes import classes_from_json, classes_to_json
 from ..errors import CssdError
+from ..paths import publish
 from .cssd import CSSD
 
 FORMAT = "cssd-geo-model"
@@ -42,7 +43,7 @@ def save_model(model: CSSD, path: str | os.PathLike, metadata: dict[str, Any]) -
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_KEY: json.dumps(header)})
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

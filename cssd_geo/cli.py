@@ -126,10 +126,22 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def _interruptible() -> None:
+    """Let SIGINT stop a run (exit 130, partial output removed) even when the process was
+    started with SIGINT ignored, as a shell does for jobs started with '&' in a script: QGIS's
+    Cancel and `kill -INT` rely on it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cssd-geo``; returns the exit status."""
     os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     _limit_malloc_arenas()
+    _interruptible()
     args = _parser().parse_args(argv)
     progress = JsonLinesProgress() if args.json_progress else TqdmProgress(disable=True if args.quiet else None)
     try:

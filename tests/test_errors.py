@@ -455,7 +455,9 @@ def test_interrupted_training_writes_no_model(workspace, tmp_path):
     model = tmp_path / "m.cssd"
     proc = subprocess.Popen([exe, "--json-progress", "train", workspace["scene"], "--labels", workspace["labels"],
                              "-o", str(model), "--epochs", "500", "--shots", "4", "--patch", "5", "--device", "cpu"],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # started with SIGINT ignored, as a script's '&' job is: it must stop all the same
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     for line in proc.stderr:  # wait until epochs are running
         if line.startswith('{"advance"'):
             break

@@ -7,7 +7,7 @@ import sys
 import traceback
 
 from . import __version__
-from .config import EvaluateConfig, PredictConfig, TrainConfig
+from .config import POOLINGS, PRECISIONS, SAMPLINGS, SCHEDULES, EvaluateConfig, PredictConfig, TrainConfig
 from .errors import CssdError
 from .progress import JsonLinesProgress, TqdmProgress
 
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
     t.add_argument("--class-field", help="attribute holding the class (integer or text); guessed if omitted")
     t.add_argument("--shots", type=int, default=defaults_t.shots, help="labelled pixels per class (default %(default)s)")
-    t.add_argument("--sampling", choices=["random", "grid"], default=defaults_t.sampling,
+    t.add_argument("--sampling", choices=SAMPLINGS, default=defaults_t.sampling,
                    help="random pixels, or window centres on a stride grid (default %(default)s)")
     t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride, help="stride of --sampling grid (default %(default)s)")
     t.add_argument("--epochs", type=int, default=defaults_t.epochs,
@@ -35,11 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--patch", type=int, default=defaults_t.patch, help="odd pooled window side P (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
     t.add_argument("--lr", type=float, default=defaults_t.learning_rate, help="Adam learning rate (default %(default)s)")
-    t.add_argument("--schedule", choices=["plateau", "cosine"], default=defaults_t.schedule,
+    t.add_argument("--schedule", choices=SCHEDULES, default=defaults_t.schedule,
                    help="learning rate: halve when the loss stalls, or cosine decay to 0 (default %(default)s)")
     t.add_argument("--tau", type=float, default=defaults_t.tau, help="distillation temperature (default %(default)s)")
     t.add_argument("--eps", type=float, default=defaults_t.eps, help="distillation weight 0..1 (default %(default)s)")
-    t.add_argument("--pooling", choices=["sap", "mean"], default=defaults_t.pooling,
+    t.add_argument("--pooling", choices=POOLINGS, default=defaults_t.pooling,
                    help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
     t.add_argument("--refiner-depth", type=int, default=defaults_t.refiner_depth,
                    help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk", type=int, default=defaults_p.chunk,
                    help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
     r.add_argument("--device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
-    r.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=defaults_p.precision,
+    r.add_argument("--precision", choices=PRECISIONS, default=defaults_p.precision,
                    help="arithmetic on CUDA (default %(default)s)")
     r.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler")
     r.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from .errors import CssdError
 
 DEFAULT_EPOCHS = 50
+# the choices of the options below; the CLI and the validation read them from here
+SAMPLINGS = ("random", "grid")  # TrainConfig.sampling
 SCHEDULES = ("plateau", "cosine")  # learning-rate schedules of TrainConfig.schedule
+POOLINGS = ("sap", "mean")  # TrainConfig.pooling: spectral-aware pooling, or the plain mean (ablation)
+PRECISIONS = ("fp32", "bf16", "fp16")  # PredictConfig.precision
 MIN_STEPS = 150  # optimiser steps a default training run takes at least
 
 
@@ -58,8 +62,8 @@ class TrainConfig:
             raise CssdError(f"--epochs {self.epochs}: train for at least 1 epoch (or leave it out for the default)")
         if self.patch < 3 or self.patch % 2 == 0:
             raise CssdError(f"--patch {self.patch}: the window side must be odd and at least 3 (e.g. 11)")
-        if self.sampling not in ("random", "grid"):
-            raise CssdError(f"--sampling {self.sampling}: choose 'random' or 'grid'")
+        if self.sampling not in SAMPLINGS:
+            raise CssdError(f"--sampling {self.sampling}: choose {' or '.join(SAMPLINGS)}")
         if self.grid_stride < 1:
             raise CssdError(f"--grid-stride {self.grid_stride}: the stride must be at least 1")
         if self.batch_size < 1:
@@ -70,7 +74,7 @@ class TrainConfig:
             raise CssdError(f"--tau {self.tau}: the temperature must be positive")
         if self.schedule not in SCHEDULES:
             raise CssdError(f"--schedule {self.schedule}: choose {' or '.join(SCHEDULES)}")
-        if self.pooling not in ("sap", "mean"):
+        if self.pooling not in POOLINGS:
             raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
         if self.refiner_depth < 0:
             raise CssdError(f"--refiner-depth {self.refiner_depth}: use 0 (no SpeFR) or more")
@@ -102,8 +106,8 @@ class PredictConfig:
         if self.chunk is not None and self.chunk < 1:
             raise CssdError(f"--chunk {self.chunk}: the chunk side must be a positive number of pixels "
                             "(e.g. 256), or leave it out to size chunks from memory")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise CssdError(f"--precision {self.precision}: choose fp32, bf16 or fp16")
+        if self.precision not in PRECISIONS:
+            raise CssdError(f"--precision {self.precision}: choose {', '.join(PRECISIONS)}")
 
 
 @dataclass

@@ -318,23 +318,32 @@ class _ValidPixels:
     def __init__(self, nodata: int, scene_name: str) -> None:
         self.nodata, self.scene_name, self.count, self._lock = nodata, scene_name, 0, threading.Lock()
 
-    def wrap(self, target):
-        counter = self
+    def wrap(self, target) -> "_CountingTarget":
+        """``target`` (a block writer's ``target[key] = block``) that also counts the block's valid pixels."""
+        return _CountingTarget(self, target)
 
-        class Counting:
-            def __setitem__(self, key, block):
-                valid = int(np.count_nonzero(np.asarray(block) != counter.nodata))
-                with counter._lock:
-                    counter.count += valid
-                target[key] = block
-
-        return Counting()
+    def add(self, block) -> None:
+        """Count the valid pixels of one written block (blocks arrive from several threads)."""
+        valid = int(np.count_nonzero(np.asarray(block) != self.nodata))
+        with self._lock:
+            self.count += valid
 
     def check(self) -> None:
         """Refuse a map without a single classified pixel (raised before the map is kept)."""
         if self.count == 0:
             raise CssdError(f"{self.scene_name}: every pixel is nodata (or NaN/inf in some band), so the map would be "
                             "empty; check the scene's nodata value (e.g. gdal_edit.py -a_nodata)")
+
+
+class _CountingTarget:
+    """A dask.array.store target that counts valid pixels into a :class:`_ValidPixels` then writes."""
+
+    def __init__(self, counter: _ValidPixels, target) -> None:
+        self.counter, self.target = counter, target
+
+    def __setitem__(self, key, block) -> None:
+        self.counter.add(block)
+        self.target[key] = block
 
 
 def _write_geotiffs(output, extra, layers, grid, net, config, run, model_name, counter) -> None:

@@ -9,11 +9,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..classes import ClassInfo
+from ..config import POOLINGS
 from .layers import SpatialExtractor, SpectralExtractor, SpectralRefiner, conv_radius, spectral_aware_pool
 
 EMBED = 256
 INFERENCE_PIXELS = 4096  # pixels standardised at a time in inference
-POOLINGS = ("sap", "mean")  # spectral-aware pooling, or the plain mean (ablation)
 
 
 class CSSD(nn.Module):

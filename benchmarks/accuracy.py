@@ -47,41 +47,6 @@ METHODS = {
 }
 
 
-def draw(labels: np.ndarray, shots: int, seed: int, fields: np.ndarray | None = None):
-    """Training pixels (rows, cols) and the test mask for one seed.
-
-    Pixels: k per class, or half the class when it has fewer than 2k. With ``fields``, the
-    fields of each class are taken in a random order until k pixels are drawn from them (a
-    random part of the last one), and the test mask keeps only fields with no training pixel.
-    """
-    rng = np.random.default_rng(seed)
-    rows, cols = [], []
-    test = labels > 0
-    for cid in np.unique(labels[labels > 0]):
-        r, c = np.nonzero(labels == cid)
-        want = shots if len(r) >= 2 * shots else max(1, len(r) // 2)
-        if fields is None:
-            pick = rng.choice(len(r), want, replace=False)
-        else:
-            ids = fields[r, c]
-            order = rng.permutation(np.unique(ids))
-            pick, used = [], []
-            for f in order:
-                inside = np.nonzero(ids == f)[0]
-                take = rng.permutation(inside)[: want - len(pick)]
-                pick.extend(take.tolist())
-                used.append(f)
-                if len(pick) >= want:
-                    break
-            test &= ~np.isin(fields, used)  # a class whose fields all gave samples has no test pixel
-            pick = np.asarray(pick)
-        rows.append(r[pick])
-        cols.append(c[pick])
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    test[rows, cols] = False
-    return rows, cols, test
-
-
 def metrics(truth: np.ndarray, predicted: np.ndarray, class_ids: list[int]) -> dict:
     from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 
@@ -148,7 +113,7 @@ def run(args) -> None:
     class_ids = [c.id for c in data.classes]
     torch.set_num_threads(args.threads or torch.get_num_threads())
     for seed in SEEDS[: args.seeds]:
-        rows, cols, test = draw(data.labels, args.shots, seed, fields)
+        rows, cols, test = datasets.few_shot_split(data.labels, args.shots, seed, fields)
         if not test.any():
             raise SystemExit(f"{args.dataset}: a disjoint split leaves no pixel to test (every class is one "
                              "connected field); use the random split")
@@ -167,7 +132,8 @@ def run(args) -> None:
             seconds = time.perf_counter() - start
             result = {"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method, "seed": seed,
                       "train_config": settings, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
-                      "seconds": seconds, "class_ids": class_ids, "curve": history if args.curve else None,
+                      "seconds": seconds, "class_ids": class_ids,
+                      "class_names": [c.name for c in data.classes], "curve": history if args.curve else None,
                       **metrics(data.labels[test], predicted[test], class_ids)}
             with open(out, "a") as f:
                 f.write(json.dumps(result) + "\n")
@@ -230,9 +196,11 @@ def _settings(text: str) -> dict:
 
 
 def report(folder: str) -> str:
-    """Markdown tables (mean +- std over seeds) of every saved run in ``folder``: one table per
-    dataset, split, shots and network setting (epochs, --set); the spectral baselines, which
-    have no such setting, appear in each table of their dataset, split and shots."""
+    """Markdown of every saved run in ``folder`` (mean +- std over seeds): an overview (OA of
+    every method on every dataset, split and shots, at the default settings), per-class
+    accuracy at the default settings, then one table per dataset, split, shots and network
+    setting (epochs, --set); the spectral baselines, which have no such setting, appear in each
+    table of their dataset, split and shots."""
     rows = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".jsonl"):
@@ -247,12 +215,61 @@ def report(folder: str) -> str:
         else:
             setting = _tag(r)
             networks.setdefault(scene, {}).setdefault(setting, {}).setdefault(r["method"], []).append(r)
-    lines = []
-    for scene in sorted(set(networks) | set(spectral)):
+    scenes = sorted(set(networks) | set(spectral))
+    defaults = {scene: {**networks.get(scene, {}).get("", {}), **spectral.get(scene, {})} for scene in scenes}
+    lines = _overview(defaults) + [""]
+    for scene in scenes:
+        lines += _per_class(scene, defaults[scene]) + [""]
+    for scene in scenes:
         for tag, methods in sorted(networks.get(scene, {"": {}}).items()):
             methods = {**methods, **spectral.get(scene, {})}
             lines += _table(scene, tag, methods) + [""]
     return "\n".join(lines)
+
+
+def _mean_std(values, scale: float = 100.0, digits: int = 2) -> str:
+    values = np.asarray(values, dtype=float) * scale
+    return f"{np.nanmean(values):.{digits}f} ± {np.nanstd(values):.{digits}f}"
+
+
+def _overview(defaults: dict) -> list[str]:
+    """OA % (mean ± std, seeds) of every method at the default settings, a row per scene."""
+    methods = [m for m in METHODS if any(m in runs for runs in defaults.values())]
+    lines = ["### Overview: OA % at the default settings (mean ± std over the seeds run, seeds in brackets)", "",
+             "| dataset | k | split | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for (dataset, mode, shots), runs in sorted(defaults.items()):
+        cells = [f"{_mean_std([r['oa'] for r in runs[m]])} ({len(runs[m])})" if m in runs else "" for m in methods]
+        lines.append(f"| {dataset} | {shots} | {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _class_names(dataset: str, runs: dict) -> dict[int, str]:
+    """Class id -> name, from the runs that recorded names, else the dataset's known table."""
+    names = {"indian_pines": datasets.INDIAN_PINES_CLASSES, "salinas_a": datasets.SALINAS_A_CLASSES}.get(dataset, {})
+    known = {}
+    for r in (r for rs in runs.values() for r in rs):
+        known.update(zip(r["class_ids"], r.get("class_names") or [names.get(i) for i in r["class_ids"]]))
+    return {i: n for i, n in known.items() if n is not None}
+
+
+def _per_class(scene: tuple, runs: dict) -> list[str]:
+    """Per-class accuracy % (mean ± std over seeds) of every method at the default settings."""
+    dataset, mode, shots = scene
+    methods = [m for m in METHODS if m in runs]
+    ids = next(iter(runs.values()))[0]["class_ids"]
+    names = _class_names(dataset, runs)
+    lines = [f"### {dataset}, {shots} shots, {mode} split: per-class accuracy % (default settings)", "",
+             "| class | test pixels, mean over seeds | " + " | ".join(methods) + " |",
+             "|---|---|" + "---|" * len(methods)]
+    reference = runs[methods[0]]
+    for j, class_id in enumerate(ids):
+        support = np.mean([r["support"][j] for r in reference])
+        cells = []
+        for m in methods:
+            values = [r["per_class"][j] for r in runs[m] if r["support"][j] > 0]
+            cells.append(_mean_std(values, digits=1) if values else "no test pixel")
+        lines.append(f"| {f'{class_id} {names.get(class_id, str())}'.strip()} | {support:.0f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _table(scene: tuple, tag: str, methods: dict) -> list[str]:

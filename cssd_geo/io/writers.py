@@ -24,6 +24,10 @@ from .scene import Grid
 
 CLASSES_TAG = "CSSD_CLASSES"
 BLOCK = 512
+# One lock for the block writes of every GeoTIFF being written (map, probabilities,
+# confidence): a write is short next to the model's work, and the QGIS suite once crashed
+# (segfault in a GDAL write) while several outputs were written from dask's threads at once.
+_GDAL_WRITES = threading.Lock()
 PROBABILITY_SCALE = 254  # probabilities are stored as round(p * 254); 255 is nodata
 PROBABILITY_NODATA = 255
 
@@ -91,7 +95,6 @@ class GeoTiffWriter:
         self.path, self.grid, self.count, self.dtype, self.nodata, self.cog = path, grid, count, dtype, nodata, cog
         self._tmp: str | None = None
         self.ds = None
-        self._lock = threading.Lock()
 
     def __enter__(self) -> "GeoTiffWriter":
         try:
@@ -119,7 +122,7 @@ class GeoTiffWriter:
         bands, rows, cols = key
         indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + 1 + block.shape[0]))
         window = Window(cols.start or 0, rows.start or 0, block.shape[2], block.shape[1])
-        with self._lock, writing(self.path):
+        with _GDAL_WRITES, writing(self.path):
             self.ds.write(block.astype(self.dtype, copy=False), indexes=indexes, window=window)
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -25,8 +25,9 @@ from .scene import Grid
 CLASSES_TAG = "CSSD_CLASSES"
 BLOCK = 512
 # One lock for the block writes of every GeoTIFF being written (map, probabilities,
-# confidence): a write is short next to the model's work, and the QGIS suite once crashed
-# (segfault in a GDAL write) while several outputs were written from dask's threads at once.
+# confidence), so GDAL never writes two files from dask's threads at once: a write is short
+# next to the model's work, and the QGIS suite once crashed (segfault in the class map's GDAL
+# write from a dask thread; not reproduced, so this is a precaution, not a proven fix).
 _GDAL_WRITES = threading.Lock()
 PROBABILITY_SCALE = 254  # probabilities are stored as round(p * 254); 255 is nodata
 PROBABILITY_NODATA = 255

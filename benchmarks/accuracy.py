@@ -219,7 +219,8 @@ def report(folder: str) -> str:
     defaults = {scene: {**networks.get(scene, {}).get("", {}), **spectral.get(scene, {})} for scene in scenes}
     lines = _overview(defaults) + [""]
     for scene in scenes:
-        lines += _per_class(scene, defaults[scene]) + [""]
+        names = _class_names(scene[0], [r for r in rows if r["dataset"] == scene[0]])
+        lines += _per_class(scene, defaults[scene], names) + [""]
     for scene in scenes:
         for tag, methods in sorted(networks.get(scene, {"": {}}).items()):
             methods = {**methods, **spectral.get(scene, {})}
@@ -243,21 +244,20 @@ def _overview(defaults: dict) -> list[str]:
     return lines
 
 
-def _class_names(dataset: str, runs: dict) -> dict[int, str]:
-    """Class id -> name, from the runs that recorded names, else the dataset's known table."""
+def _class_names(dataset: str, runs: list) -> dict[int, str]:
+    """Class id -> name: the dataset's known table, updated by the runs that recorded names."""
     names = {"indian_pines": datasets.INDIAN_PINES_CLASSES, "salinas_a": datasets.SALINAS_A_CLASSES}.get(dataset, {})
-    known = {}
-    for r in (r for rs in runs.values() for r in rs):
-        known.update(zip(r["class_ids"], r.get("class_names") or [names.get(i) for i in r["class_ids"]]))
-    return {i: n for i, n in known.items() if n is not None}
+    known = dict(names)
+    for r in runs:
+        known.update(zip(r["class_ids"], r.get("class_names") or []))
+    return known
 
 
-def _per_class(scene: tuple, runs: dict) -> list[str]:
+def _per_class(scene: tuple, runs: dict, names: dict[int, str]) -> list[str]:
     """Per-class accuracy % (mean ± std over seeds) of every method at the default settings."""
     dataset, mode, shots = scene
     methods = [m for m in METHODS if m in runs]
     ids = next(iter(runs.values()))[0]["class_ids"]
-    names = _class_names(dataset, runs)
     lines = [f"### {dataset}, {shots} shots, {mode} split: per-class accuracy % (default settings)", "",
              "| class | test pixels, mean over seeds | " + " | ".join(methods) + " |",
              "|---|---|" + "---|" * len(methods)]

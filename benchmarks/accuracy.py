@@ -217,7 +217,7 @@ def report(folder: str) -> str:
             networks.setdefault(scene, {}).setdefault(setting, {}).setdefault(r["method"], []).append(r)
     scenes = sorted(set(networks) | set(spectral))
     defaults = {scene: {**networks.get(scene, {}).get("", {}), **spectral.get(scene, {})} for scene in scenes}
-    lines = _overview(defaults) + [""]
+    lines = _overview(defaults) + [""] + _deltas(defaults) + [""]
     for scene in scenes:
         names = _class_names(scene[0], [r for r in rows if r["dataset"] == scene[0]])
         lines += _per_class(scene, defaults[scene], names) + [""]
@@ -241,6 +241,24 @@ def _overview(defaults: dict) -> list[str]:
     for (dataset, mode, shots), runs in sorted(defaults.items()):
         cells = [f"{_mean_std([r['oa'] for r in runs[m]])} ({len(runs[m])})" if m in runs else "" for m in methods]
         lines.append(f"| {dataset} | {shots} | {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _deltas(defaults: dict) -> list[str]:
+    """OA difference (points, mean ± std over the seeds both ran) of every other method against
+    CSSD, a row per scene at the default settings."""
+    methods = [m for m in METHODS if m != "cssd" and any(m in runs for runs in defaults.values())]
+    lines = ["### Against CSSD: OA difference in points, mean ± std over the seeds both ran (seeds in brackets)", "",
+             "| dataset | k | split | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
+    for (dataset, mode, shots), runs in sorted(defaults.items()):
+        cssd = {r["seed"]: r["oa"] for r in runs.get("cssd", [])}
+        cells = []
+        for m in methods:
+            pairs = [(r["oa"], cssd[r["seed"]]) for r in runs.get(m, []) if r["seed"] in cssd]
+            diffs = 100 * np.array([a - b for a, b in pairs])
+            cells.append(f"{diffs.mean():+.2f} ± {diffs.std():.2f} ({len(pairs)})" if pairs else "")
+        if any(cells):
+            lines.append(f"| {dataset} | {shots} | {mode} | " + " | ".join(cells) + " |")
     return lines
 
 

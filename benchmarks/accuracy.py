@@ -21,7 +21,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,14 +30,17 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from cssd_geo import datasets  # noqa: E402
-from cssd_geo.config import TrainConfig  # noqa: E402
-from cssd_geo.engine import predict_logits  # noqa: E402
+from cssd_geo import datasets, sampling  # noqa: E402
+from cssd_geo.blocks import predict_logits  # noqa: E402
+from cssd_geo.classes import ClassInfo  # noqa: E402
+from cssd_geo.config import TrainConfig, from_options, option_names  # noqa: E402
+from cssd_geo.metrics import compute_metrics  # noqa: E402
 from cssd_geo.train import train_model  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
-# name: TrainConfig changes from the defaults (CSSD), or None for the spectral baselines
-METHODS = {
+# name: option changes from the defaults (CSSD; names as cssd_geo.config.option_names), or None
+# for the spectral baselines
+METHODS: dict[str, dict[str, Any] | None] = {
     "cssd": {},
     "eps0": {"eps": 0.0},  # ablation: no self-distillation
     "mean_pool": {"pooling": "mean"},  # ablation: SAP -> average pooling
@@ -47,15 +51,13 @@ METHODS = {
 }
 
 
-def metrics(truth: np.ndarray, predicted: np.ndarray, class_ids: list[int]) -> dict:
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
-
-    cm = confusion_matrix(truth, predicted, labels=class_ids)
-    support = cm.sum(1)
-    per_class = np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
-    return {"oa": float(accuracy_score(truth, predicted)), "aa": float(np.nanmean(per_class)),
-            "kappa": float(cohen_kappa_score(truth, predicted)), "per_class": per_class.tolist(),
-            "support": support.tolist(), "confusion": cm.tolist()}
+def metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[ClassInfo]) -> dict[str, Any]:
+    """The run's figures (as saved in the JSON lines) from :func:`cssd_geo.metrics.compute_metrics`;
+    a class without test pixels has per-class accuracy NaN."""
+    result = compute_metrics(truth, predicted, classes)
+    return {"oa": result.overall_accuracy, "aa": result.average_accuracy, "kappa": result.kappa,
+            "per_class": [float("nan") if c["accuracy"] is None else c["accuracy"] for c in result.per_class],
+            "support": [c["support"] for c in result.per_class], "confusion": result.confusion_matrix}
 
 
 def run_network(data: datasets.LabelledScene, rows, cols, config: TrainConfig, curve: np.ndarray | None = None,
@@ -67,9 +69,8 @@ def run_network(data: datasets.LabelledScene, rows, cols, config: TrainConfig, c
     targets = np.array([index[v] for v in data.labels[rows, cols]])
     held_out = None
     if curve is not None:
-        r, c = np.nonzero(curve)
-        pick = np.random.default_rng(config.seed).permutation(len(r))[:2000]
-        held_out = (r[pick], c[pick], np.array([index[v] for v in data.labels[r[pick], c[pick]]]))
+        r, c = sampling.validation_subset(*np.nonzero(curve), config.seed)
+        held_out = (r, c, np.array([index[v] for v in data.labels[r, c]]))
     model, _ = train_model(data.scene, rows, cols, targets, data.classes, config, held_out=held_out, history=history)
     logits = predict_logits(model, data.scene, chunk=64)
     return ids[logits.argmax(0)]
@@ -109,16 +110,17 @@ def run(args) -> None:
     if os.path.exists(out):
         with open(out) as f:
             done = {_key(r, r["seed"], r["train_config"]) for r in map(json.loads, f)}
-    base = replace(TrainConfig(epochs=args.epochs, device=args.device), **args.set)
     class_ids = [c.id for c in data.classes]
     torch.set_num_threads(args.threads or torch.get_num_threads())
     for seed in SEEDS[: args.seeds]:
-        rows, cols, test = datasets.few_shot_split(data.labels, args.shots, seed, fields)
+        rows, cols, test = sampling.few_shot_split(data.labels, args.shots, seed, fields)
         if not test.any():
             raise SystemExit(f"{args.dataset}: a disjoint split leaves no pixel to test (every class is one "
                              "connected field); use the random split")
         for method in args.methods:
-            config = None if METHODS[method] is None else replace(base, seed=seed, **METHODS[method])
+            changes = METHODS[method]
+            config = None if changes is None else network_config(
+                {"epochs": args.epochs, "device": args.device, "seed": seed, **args.set, **changes})
             settings = None if config is None else _settings_of(config)
             if _key({"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": method}, seed,
                     settings) in done:
@@ -134,7 +136,7 @@ def run(args) -> None:
                       "train_config": settings, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
                       "seconds": seconds, "class_ids": class_ids,
                       "class_names": [c.name for c in data.classes], "curve": history if args.curve else None,
-                      **metrics(data.labels[test], predicted[test], class_ids)}
+                      **metrics(data.labels[test], predicted[test], data.classes)}
             with open(out, "a") as f:
                 f.write(json.dumps(result) + "\n")
             if args.figures and seed == SEEDS[0]:
@@ -159,19 +161,29 @@ def _figures(folder: str, data, predicted: np.ndarray, test: np.ndarray, result:
                            title=f"{data.name}, {shots} shots, {method}: OA {100 * result['oa']:.2f} %")
 
 
-# the TrainConfig fields that make one network run differ from another (besides the seed)
-SETTINGS = ("epochs", "patch", "batch_size", "learning_rate", "schedule", "tau", "eps", "pooling", "refiner_depth",
-            "auxiliary")
+# options that say where or how a network runs, not what it learns: left out of a run's settings
+NOT_SETTINGS = ("class_field", "shots", "sampling", "grid_stride", "seed", "device", "overwrite")
 
 
-def _settings_of(config: TrainConfig) -> dict:
-    return {name: getattr(config, name) for name in SETTINGS}
+def network_config(options: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from option names (cssd_geo.config.option_names)."""
+    return from_options(TrainConfig, options)
 
 
-def _key(run: dict, seed: int, settings: dict | None) -> tuple:
+def _settings_of(config: TrainConfig) -> dict[str, Any]:
+    """What makes one network run differ from another besides the seed: every training and
+    model option of ``config`` but those of NOT_SETTINGS, by option name."""
+    values = {**asdict(config), **asdict(config.model)}
+    return {name: values[name] for name in option_names(TrainConfig) if name not in NOT_SETTINGS}
+
+
+def _key(run: dict[str, Any], seed: int, settings: dict[str, Any] | None) -> tuple[Any, ...]:
     """What identifies a run in the JSON-lines file: scene, split, shots, method, seed and
-    the full network settings (so runs made with other defaults are never taken as done)."""
-    return (run["dataset"], run["mode"], run["shots"], run["method"], seed, json.dumps(settings, sort_keys=True))
+    the full network settings (so runs made with other defaults are never taken as done).
+    An option a saved run does not record is newer than the run, which had that option's
+    default behaviour (a new option's default keeps the old behaviour)."""
+    full = None if settings is None else {**_settings_of(TrainConfig()), **settings}
+    return (run["dataset"], run["mode"], run["shots"], run["method"], seed, json.dumps(full, sort_keys=True))
 
 
 def _tag(run: dict) -> str:
@@ -179,18 +191,18 @@ def _tag(run: dict) -> str:
     method, as sortable text ('' when they are the defaults, and for the baselines)."""
     if run["train_config"] is None:
         return ""
-    defaults = _settings_of(replace(TrainConfig(), **METHODS[run["method"]]))
+    defaults = _settings_of(network_config(METHODS[run["method"]] or {}))
     return " ".join(f"{k}={v}" for k, v in sorted(run["train_config"].items()) if defaults.get(k) != v)
 
 
-def _settings(text: str) -> dict:
-    """--set 'schedule=cosine tau=1' -> TrainConfig changes, typed like the fields' defaults."""
-    defaults, changes = TrainConfig(), {}
+def _settings(text: str) -> dict[str, Any]:
+    """--set 'schedule=cosine tau=1' -> option changes, typed like the options' defaults."""
+    defaults, changes = _settings_of(TrainConfig()), {}
     for item in text.replace(",", " ").split():
         key, _, value = item.partition("=")
-        if not hasattr(defaults, key) or key in ("seed", "epochs", "device"):
-            raise argparse.ArgumentTypeError(f"{key!r} is not a TrainConfig field --set can change")
-        kind = type(getattr(defaults, key))
+        if key not in defaults or key == "epochs":
+            raise argparse.ArgumentTypeError(f"{key!r} is not a network option --set can change")
+        kind = type(defaults[key])
         changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     return changes
 

@@ -25,7 +25,7 @@ from rasterio.transform import from_origin
 import cssd_geo
 from cssd_geo.classes import make_class_table
 from cssd_geo.config import PredictConfig
-from cssd_geo.engine import BlockJob, default_chunk, predict_block
+from cssd_geo.blocks import BlockJob, default_chunk, predict_block
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model import CSSD, save_model
 from cssd_geo.sampling import cut_windows

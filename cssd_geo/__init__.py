@@ -11,13 +11,13 @@ The public API::
 __version__ = "0.1.0"
 
 from .config import EvaluateConfig, PredictConfig, TrainConfig
-from .engine import predict
 from .errors import Cancelled, CssdError
 from .io.scene import open_scene
 from .metrics import evaluate
-from .model import load_model
+from .model import ModelConfig, load_model
+from .prediction import predict
 from .progress import Progress
 from .train import train
 
-__all__ = ["open_scene", "load_model", "train", "predict", "evaluate", "TrainConfig", "PredictConfig",
-           "EvaluateConfig", "CssdError", "Cancelled", "Progress", "__version__"]
+__all__ = ["open_scene", "load_model", "train", "predict", "evaluate", "TrainConfig", "ModelConfig",
+           "PredictConfig", "EvaluateConfig", "CssdError", "Cancelled", "Progress", "__version__"]

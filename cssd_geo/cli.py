@@ -7,13 +7,17 @@ import sys
 import traceback
 
 from . import __version__
-from .config import POOLINGS, PRECISIONS, SAMPLINGS, SCHEDULES, EvaluateConfig, PredictConfig, TrainConfig
-from .errors import CssdError
+from .config import (PRECISIONS, SAMPLINGS, SCHEDULES, Config, EvaluateConfig, PredictConfig, TrainConfig, from_options,
+                     option_names)
+from .errors import CssdError, first_line
+from .model.cssd import POOLINGS, ModelConfig
 from .progress import JsonLinesProgress, TqdmProgress
 
 
 def _parser() -> argparse.ArgumentParser:
-    defaults_t, defaults_p = TrainConfig(), PredictConfig()
+    """The command line. Every option's ``dest`` is the name of a config field (see
+    :func:`cssd_geo.config.option_names`), so :func:`_config` builds the configs."""
+    defaults_t, defaults_m, defaults_p = TrainConfig(), ModelConfig(), PredictConfig()
     p = argparse.ArgumentParser(prog="cssd-geo", description="Few-shot hyperspectral land-cover mapping with CSSD.")
     p.add_argument("--version", action="version", version=f"cssd-geo {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -29,26 +33,31 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--shots", type=int, default=defaults_t.shots, help="labelled pixels per class (default %(default)s)")
     t.add_argument("--sampling", choices=SAMPLINGS, default=defaults_t.sampling,
                    help="random pixels, or window centres on a stride grid (default %(default)s)")
-    t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride, help="stride of --sampling grid (default %(default)s)")
+    t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride,
+                   help="stride of --sampling grid (default %(default)s)")
     t.add_argument("--epochs", type=int, default=defaults_t.epochs,
                    help="(default: 50, more when there are few samples: at least 150 optimiser steps)")
-    t.add_argument("--patch", type=int, default=defaults_t.patch, help="odd pooled window side P (default %(default)s)")
     t.add_argument("--batch-size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
-    t.add_argument("--lr", type=float, default=defaults_t.learning_rate, help="Adam learning rate (default %(default)s)")
+    t.add_argument("--lr", dest="learning_rate", type=float, default=defaults_t.learning_rate,
+                   help="Adam learning rate (default %(default)s)")
     t.add_argument("--schedule", choices=SCHEDULES, default=defaults_t.schedule,
-                   help="learning rate: halve when the loss stalls, or cosine decay to 0 (default %(default)s)")
-    t.add_argument("--tau", type=float, default=defaults_t.tau, help="distillation temperature (default %(default)s)")
-    t.add_argument("--eps", type=float, default=defaults_t.eps, help="distillation weight 0..1 (default %(default)s)")
-    t.add_argument("--pooling", choices=POOLINGS, default=defaults_t.pooling,
-                   help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
-    t.add_argument("--refiner-depth", type=int, default=defaults_t.refiner_depth,
-                   help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
-    t.add_argument("--no-auxiliary", action="store_true",
-                   help="no centre-spectrum classifier loss: a plain CNN (baseline)")
+                   help="learning rate: cosine decay to 0, or halve when the loss stalls (default %(default)s)")
     t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
+    m = t.add_argument_group("model")
+    m.add_argument("--patch", type=int, default=defaults_m.patch, help="odd pooled window side P (default %(default)s)")
+    m.add_argument("--se-size", type=int, default=defaults_m.se_size,
+                   help="odd side of SpeFR's structuring element (default %(default)s)")
+    m.add_argument("--refiner-depth", type=int, default=defaults_m.refiner_depth,
+                   help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
+    m.add_argument("--pooling", choices=POOLINGS, default=defaults_m.pooling,
+                   help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
+    m.add_argument("--no-auxiliary", dest="auxiliary", action="store_false",
+                   help="no centre-spectrum classifier loss: a plain CNN (baseline)")
+    m.add_argument("--tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
+    m.add_argument("--eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
 
     r = sub.add_parser("predict", help="write the class map of a scene")
     r.add_argument("model", help="model file written by 'cssd-geo train'")
@@ -58,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     r.add_argument("--precision", choices=PRECISIONS, default=defaults_p.precision,
                    help="arithmetic on CUDA (default %(default)s)")
-    r.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
     r.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
     r.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.tif")
     r.add_argument("--confidence", action="store_true", help="also write NAME_confidence.tif")
@@ -71,41 +81,39 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", required=True, help="reference vector layer")
     e.add_argument("--class-field", help="attribute holding the class; guessed if omitted")
     e.add_argument("--exclude-training", metavar="MODEL", help="leave out the pixels this model was trained on")
-    e.add_argument("--json", metavar="OUT", help="also write the metrics as JSON")
-    e.add_argument("--plot", metavar="PNG", help="also write the confusion matrix as a PNG")
+    e.add_argument("--json", dest="json_path", metavar="OUT", help="also write the metrics as JSON")
+    e.add_argument("--plot", dest="plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
     return p
 
 
-def _run(args: argparse.Namespace, progress: TqdmProgress) -> None:
+def _config(kind: type[Config], args: argparse.Namespace) -> Config:
+    """The config of class ``kind`` from the parsed options named after its fields."""
+    given = vars(args)
+    return from_options(kind, {name: given[name] for name in option_names(kind) if name in given})
+
+
+def _run(args: argparse.Namespace, progress: TqdmProgress | JsonLinesProgress) -> None:
     if args.command == "train":
         from .train import train
 
-        config = TrainConfig(class_field=args.class_field, shots=args.shots, sampling=args.sampling,
-                             grid_stride=args.grid_stride, epochs=args.epochs, patch=args.patch,
-                             batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule, tau=args.tau, eps=args.eps,
-                             pooling=args.pooling, refiner_depth=args.refiner_depth, auxiliary=not args.no_auxiliary,
-                             seed=args.seed, device=args.device, overwrite=args.overwrite)
-        train(args.scene, args.labels, args.output, config, progress)
+        train(args.scene, args.labels, args.output, _config(TrainConfig, args), progress)
     elif args.command == "predict":
-        from .engine import predict
+        from .prediction import predict
 
-        predict(args.model, args.scene, args.output,
-                PredictConfig(chunk=args.chunk, device=args.device, precision=args.precision,
-                              scheduler=args.scheduler, cog=args.cog, probabilities=args.probabilities,
-                              confidence=args.confidence, overwrite=args.overwrite, quicklook=args.quicklook), progress)
+        predict(args.model, args.scene, args.output, _config(PredictConfig, args), progress)
     else:
         from .metrics import evaluate
 
-        result = evaluate(args.map, args.labels, EvaluateConfig(args.class_field, args.exclude_training, args.json,
-                                                                args.plot), progress)
+        config = _config(EvaluateConfig, args)
+        result = evaluate(args.map, args.labels, config, progress)
         progress.close()
         print(result.table())
-        if args.exclude_training:
-            print(f"\n{result.excluded_training_pixels} training pixels of {args.exclude_training} left out")
-        if args.json:
-            print(f"metrics written to {args.json}")
-        if args.plot:
-            print(f"confusion matrix written to {args.plot}")
+        if config.exclude_training:
+            print(f"\n{result.excluded_training_pixels} training pixels of {config.exclude_training} left out")
+        if config.json_path:
+            print(f"metrics written to {config.json_path}")
+        if config.plot_path:
+            print(f"confusion matrix written to {config.plot_path}")
 
 
 # GDAL's block cache (5 % of RAM by default) would fill with scene blocks that the chunked
@@ -161,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         if args.debug:
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"cssd-geo: internal error: {type(exc).__name__}: {first} (run with --debug for the traceback "
+        detail = f": {first_line(exc)}" if str(exc).strip() else ""
+        print(f"cssd-geo: internal error: {type(exc).__name__}{detail} (run with --debug for the traceback "
               "and report it)", file=sys.stderr)
         return 1
     finally:

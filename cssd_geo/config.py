@@ -1,48 +1,52 @@
-"""Options of the train / predict / evaluate steps, shared by the CLI and the QGIS plugin."""
+"""Options of the train / predict / evaluate steps, shared by the CLI and the QGIS plugin.
+
+Each step's options are one dataclass; the model's own hyperparameters are
+:class:`~cssd_geo.model.ModelConfig`, carried whole in ``TrainConfig.model``. The CLI and the
+QGIS plugin name options by their field names and build configs with :func:`from_options`.
+"""
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, get_args
 
 from .errors import CssdError
+from .model.cssd import ModelConfig
 
 DEFAULT_EPOCHS = 50
-# the choices of the options below; the CLI and the validation read them from here
-SAMPLINGS = ("random", "grid")  # TrainConfig.sampling
-SCHEDULES = ("plateau", "cosine")  # learning-rate schedules of TrainConfig.schedule
-POOLINGS = ("sap", "mean")  # TrainConfig.pooling: spectral-aware pooling, or the plain mean (ablation)
-PRECISIONS = ("fp32", "bf16", "fp16")  # PredictConfig.precision
 MIN_STEPS = 150  # optimiser steps a default training run takes at least
+
+Sampling = Literal["random", "grid"]  # k pixels per class among all, or among centres on a stride grid
+Schedule = Literal["cosine", "plateau"]  # learning rate: anneal to 0 over the run, or halve on a flat epoch loss
+Precision = Literal["fp32", "bf16", "fp16"]  # arithmetic of a prediction on CUDA
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+def _choose(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise CssdError(f"{option} {value}: choose {' or '.join(choices)}")
 
 
 @dataclass
 class TrainConfig:
-    """How to train a CSSD model.
-
-    ``patch`` is the side P of the pooled window. It must be odd: an even window has no
-    centre pixel and a flip would move it. The default 11 is the paper's 10 x 10 made odd.
-    ``tau`` softens the auxiliary classifier's output and ``eps`` is its weight in the
-    self-distillation target ``eps * softmax(aux / tau) + (1 - eps) * onehot``.
-    """
+    """How to train a CSSD model: the labels and samples, the optimiser, and ``model``."""
 
     class_field: str | None = None
     shots: int = 16
-    sampling: str = "random"  # "random": k pixels per class; "grid": centres on a stride grid
+    sampling: Sampling = "random"
     grid_stride: int = 5
     epochs: int | None = None  # None: DEFAULT_EPOCHS, or more to reach MIN_STEPS optimiser steps
-    patch: int = 11
     batch_size: int = 64
     learning_rate: float = 1e-3
-    schedule: str = "cosine"  # "cosine": anneal to 0 over the run; "plateau": halve on a flat epoch loss
-    tau: float = 2.0
-    eps: float = 0.5
-    # architecture switches for ablations and baselines (the defaults are CSSD)
-    pooling: str = "sap"  # "sap": spectral-aware pooling; "mean": plain average over P x P
-    refiner_depth: int = 2  # SpeFR's deep dilations; 0 removes SpeFR
-    auxiliary: bool = True  # the centre-spectrum classifier and its loss; False: a plain CNN
+    schedule: Schedule = "cosine"
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def epochs_for(self, samples: int) -> int:
         """Epochs to run on ``samples`` training windows: ``epochs`` when set; otherwise
@@ -60,24 +64,13 @@ class TrainConfig:
             raise CssdError(f"--shots {self.shots}: the number of labelled pixels per class must be at least 1")
         if self.epochs is not None and self.epochs <= 0:
             raise CssdError(f"--epochs {self.epochs}: train for at least 1 epoch (or leave it out for the default)")
-        if self.patch < 3 or self.patch % 2 == 0:
-            raise CssdError(f"--patch {self.patch}: the window side must be odd and at least 3 (e.g. 11)")
-        if self.sampling not in SAMPLINGS:
-            raise CssdError(f"--sampling {self.sampling}: choose {' or '.join(SAMPLINGS)}")
+        _choose("--sampling", self.sampling, SAMPLINGS)
         if self.grid_stride < 1:
             raise CssdError(f"--grid-stride {self.grid_stride}: the stride must be at least 1")
         if self.batch_size < 1:
             raise CssdError(f"--batch-size {self.batch_size}: must be at least 1")
-        if not 0.0 <= self.eps <= 1.0:
-            raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
-        if self.tau <= 0:
-            raise CssdError(f"--tau {self.tau}: the temperature must be positive")
-        if self.schedule not in SCHEDULES:
-            raise CssdError(f"--schedule {self.schedule}: choose {' or '.join(SCHEDULES)}")
-        if self.pooling not in POOLINGS:
-            raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
-        if self.refiner_depth < 0:
-            raise CssdError(f"--refiner-depth {self.refiner_depth}: use 0 (no SpeFR) or more")
+        _choose("--schedule", self.schedule, SCHEDULES)
+        self.model.validate()
 
 
 @dataclass
@@ -85,7 +78,7 @@ class PredictConfig:
     """How to predict a class map.
 
     ``chunk`` is the side of the blocks computed at once (None: chosen from memory, see
-    ``engine.default_chunk``); the output is the same for every chunk size. ``scheduler`` is
+    ``tiling.chunk_side``); the output is the same for every chunk size. ``scheduler`` is
     the address of a Dask distributed scheduler (None: this machine). ``probabilities`` and
     ``confidence`` add ``<name>_probabilities.tif`` (a band per class) and
     ``<name>_confidence.tif`` (max probability), uint8 = round(p * 254), 255 = nodata.
@@ -93,7 +86,7 @@ class PredictConfig:
 
     chunk: int | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     scheduler: str | None = None
     cog: bool = False
     probabilities: bool = False
@@ -106,8 +99,7 @@ class PredictConfig:
         if self.chunk is not None and self.chunk < 1:
             raise CssdError(f"--chunk {self.chunk}: the chunk side must be a positive number of pixels "
                             "(e.g. 256), or leave it out to size chunks from memory")
-        if self.precision not in PRECISIONS:
-            raise CssdError(f"--precision {self.precision}: choose {', '.join(PRECISIONS)}")
+        _choose("--precision", self.precision, PRECISIONS)
 
 
 @dataclass
@@ -118,3 +110,44 @@ class EvaluateConfig:
     exclude_training: str | None = None  # path of the model whose training pixels are dropped
     json_path: str | None = None
     plot_path: str | None = None  # confusion matrix PNG
+
+
+Config = TypeVar("Config", TrainConfig, PredictConfig, EvaluateConfig)
+
+
+def option_names(kind: type[Any]) -> list[str]:
+    """The flat option names of a config class: its fields, with a nested config's fields in
+    place of that field (``TrainConfig``: ..., ``patch``, ``tau``, ...)."""
+    names: list[str] = []
+    for f in dataclasses.fields(kind):
+        nested = _nested(kind, f.name)
+        names += option_names(nested) if nested is not None else [f.name]
+    return names
+
+
+def from_options(kind: type[Config], options: Mapping[str, Any]) -> Config:
+    """A config of class ``kind`` from flat option names (as :func:`option_names` lists them);
+    options left out keep their defaults, unknown ones are refused."""
+    unknown = sorted(set(options) - set(option_names(kind)))
+    if unknown:
+        raise CssdError(f"unknown option(s) {', '.join(unknown)} for {kind.__name__}; "
+                        f"known: {', '.join(option_names(kind))}")
+    return _build(kind, options)
+
+
+def _build(kind: type[Any], options: Mapping[str, Any]) -> Any:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(kind):
+        nested = _nested(kind, f.name)
+        if nested is not None:
+            values[f.name] = _build(nested, options)
+        elif f.name in options:
+            values[f.name] = options[f.name]
+    return kind(**values)
+
+
+def _nested(kind: type[Any], name: str) -> type[Any] | None:
+    """The config class of field ``name`` of ``kind`` when it is a nested config (a field whose
+    default is made by a dataclass), else None."""
+    factory = next(f for f in dataclasses.fields(kind) if f.name == name).default_factory
+    return factory if isinstance(factory, type) and dataclasses.is_dataclass(factory) else None

@@ -8,7 +8,7 @@ Anyone with those files can rerun the accuracy tables (benchmarks/accuracy.py):
     ip.labels     # (y, x) class ids, 0 = unlabelled
     ip.classes    # [ClassInfo(id, name, color)]
     ip.fields()   # (y, x) ids of connected fields of one class, for spatially disjoint splits
-    rows, cols, test = cssd_geo.datasets.few_shot_split(ip.labels, 16, seed=0)  # the protocol's split
+    rows, cols, test = cssd_geo.sampling.few_shot_split(ip.labels, 16, seed=0)  # the protocol's split
 """
 from __future__ import annotations
 
@@ -50,44 +50,6 @@ class LabelledScene:
             components, n = ndimage.label(self.labels == c.id)
             out[components > 0] = components[components > 0] + out.max()
         return out
-
-
-def few_shot_split(labels: np.ndarray, shots: int, seed: int,
-                   fields: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The few-shot protocol's training pixels (rows, cols) and test mask for one seed.
-
-    Pixels: k per class, or half the class when it has fewer than 2k. With ``fields``, the
-    fields of each class are taken in a random order until k pixels are drawn from them (a
-    random part of the last one), and the test mask keeps only fields with no training pixel
-    (``fields`` as :meth:`LabelledScene.fields` gives). Without ``fields`` every labelled
-    pixel that is not a training pixel is tested.
-    """
-    rng = np.random.default_rng(seed)
-    rows, cols = [], []
-    test = labels > 0
-    for cid in np.unique(labels[labels > 0]):
-        r, c = np.nonzero(labels == cid)
-        want = shots if len(r) >= 2 * shots else max(1, len(r) // 2)
-        if fields is None:
-            pick = rng.choice(len(r), want, replace=False)
-        else:
-            ids = fields[r, c]
-            order = rng.permutation(np.unique(ids))
-            pick, used = [], []
-            for f in order:
-                inside = np.nonzero(ids == f)[0]
-                take = rng.permutation(inside)[: want - len(pick)]
-                pick.extend(take.tolist())
-                used.append(f)
-                if len(pick) >= want:
-                    break
-            test &= ~np.isin(fields, used)  # a class whose fields all gave samples has no test pixel
-            pick = np.asarray(pick)
-        rows.append(r[pick])
-        cols.append(c[pick])
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    test[rows, cols] = False
-    return rows, cols, test
 
 
 def load(name: str, data: str | os.PathLike) -> LabelledScene:

@@ -18,6 +18,7 @@ from .io.scene import Grid
 from .io.vector import read_labels, rasterize_labels
 from .io.writers import read_class_table
 from .model import read_model_metadata
+from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
 
 
@@ -84,6 +85,9 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     map_path = os.fspath(map_path)
     if not os.path.exists(map_path):
         raise CssdError(f"{map_path}: map file not found; check the path")
+    for path in (config.json_path, config.plot_path):
+        if path:  # replaced when it exists, as a report is
+            check_output(path, overwrite=True, inputs=(map_path, labels))
     try:
         with rasterio.open(map_path) as ds:
             grid = Grid(ds.crs, ds.transform, ds.height, ds.width)
@@ -113,16 +117,17 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     lookup = np.array([c.id for c in classes])
     result = compute_metrics(lookup[raster.index[mask]], predicted[mask].astype(np.int64), classes)
     result.excluded_training_pixels = excluded
-    if config.json_path:
-        with writing(config.json_path), open(config.json_path, "w", encoding="utf-8") as f:
-            json.dump(result.to_json(), f, indent=2)
-    if config.plot_path:
-        from . import plots
+    with OutputSet() as outputs:
+        if config.json_path:
+            with writing(config.json_path), output_file(config.json_path, outputs) as tmp, \
+                    open(tmp, "w", encoding="utf-8") as f:
+                json.dump(result.to_json(), f, indent=2)
+        if config.plot_path:
+            from . import plots
 
-        with writing(config.plot_path):
             plots.confusion_matrix(result.confusion_matrix, [f"{c.id} {c.name}" for c in classes], config.plot_path,
                                    title=f"{os.path.basename(map_path)}: OA {100 * result.overall_accuracy:.2f} %, "
-                                         f"kappa {result.kappa:.4f}")
+                                         f"kappa {result.kappa:.4f}", outputs=outputs)
     return result
 
 

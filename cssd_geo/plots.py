@@ -2,14 +2,19 @@
 matplotlib without a display)."""
 from __future__ import annotations
 
-import os
-import tempfile
-from typing import Sequence
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from .paths import publish
+from .classes import ClassInfo
+from .errors import writing
+from .outputs import OutputSet, output_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def _figure():
+def _figure() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -18,20 +23,18 @@ def _figure():
     return plt
 
 
-def _save(fig, path: str) -> None:
-    """Save to a temporary name beside ``path``, then rename (never a half-written PNG)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-", suffix=".png",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
+def _save(fig: Figure, path: str, outputs: OutputSet | None) -> None:
+    """Save as PNG through a temporary file (never a half-written PNG), published at once or
+    with ``outputs``; then close the figure."""
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        publish(tmp, path)
+        with writing(path), output_file(path, outputs, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _figure().close(fig)
 
 
-def training_curve(history: Sequence[dict], path: str, title: str = "") -> None:
+def training_curve(history: Sequence[dict[str, Any]], path: str, title: str = "",
+                   outputs: OutputSet | None = None) -> None:
     """Loss per epoch, and validation overall accuracy when the history has it."""
     plt = _figure()
     fig, loss_ax = plt.subplots(figsize=(6.4, 3.6))
@@ -45,11 +48,11 @@ def training_curve(history: Sequence[dict], path: str, title: str = "") -> None:
         acc_ax.set_ylabel("validation OA (%)", color="tab:orange")
         acc_ax.set_ylim(0, 100)
     loss_ax.set_title(title or "training")
-    _save(fig, path)
-    plt.close(fig)
+    _save(fig, path, outputs)
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str, title: str = "") -> None:
+def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path: str, title: str = "",
+                     outputs: OutputSet | None = None) -> None:
     """Row-normalised confusion matrix (reference rows, map columns) with the counts."""
     import numpy as np
 
@@ -70,11 +73,11 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], names: Sequence[str], path
                         color="white" if share[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the reference class")
     ax.set_title(title or "confusion matrix")
-    _save(fig, path)
-    plt.close(fig)
+    _save(fig, path, outputs)
 
 
-def class_maps(maps: Sequence, titles: Sequence[str], classes: Sequence, path: str) -> None:
+def class_maps(maps: Sequence[Any], titles: Sequence[str], classes: Sequence[ClassInfo], path: str,
+               outputs: OutputSet | None = None) -> None:
     """Class-id rasters side by side (e.g. the reference and a prediction) in the classes'
     colours, 0 shown white, with a legend."""
     import numpy as np
@@ -94,5 +97,4 @@ def class_maps(maps: Sequence, titles: Sequence[str], classes: Sequence, path: s
     fig.legend(handles=[Patch(color=colours[c.id], label=c.name) for c in classes], loc="center right", fontsize=7,
                frameon=False)
     fig.subplots_adjust(right=0.78)
-    _save(fig, path)
-    plt.close(fig)
+    _save(fig, path, outputs)

@@ -1,4 +1,6 @@
-"""Few-shot samplers (k pixels per class) and cutting model windows around them."""
+"""Every choice of training and validation pixels: the few-shot shots of a training run, the
+held-out pixels its validation scores, the benchmark protocol's split; and cutting model
+windows around chosen pixels."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,8 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .io.scene import read_block, reflect_index
+from .errors import CssdError
 from .io.vector import LabelRaster
+from .progress import Progress
+from .tiling import read_window, reflect_index
+
+VALIDATION_PIXELS = 2000  # held-out pixels scored after each epoch (a seeded random subset)
 
 
 @dataclass
@@ -55,6 +61,89 @@ def draw_shots(labels: LabelRaster, shots: int, seed: int, scheme: str = "random
     return Samples(rows[sel], cols[sel], index[sel], available, drawn)
 
 
+def draw_training_pixels(raster: LabelRaster, valid: np.ndarray, shots: int, seed: int, scheme: str = "random",
+                         stride: int = 5, progress: Progress | None = None) -> Samples:
+    """The shots of a training run (:func:`draw_shots` among the labelled pixels that are
+    ``valid`` in the scene), refusing a class with none and saying which have fewer than
+    ``shots`` and how many labelled pixels are nodata."""
+    progress = progress or Progress()
+    skipped = int(((raster.index >= 0) & ~valid).sum())
+    if skipped:
+        progress.message(f"{skipped} labelled pixels are nodata in the scene and were left out")
+    samples = draw_shots(raster, shots, seed, scheme, stride, valid)
+    for k, c in enumerate(raster.classes):
+        if samples.drawn[k] == 0:
+            raise CssdError(f"class {c.name!r} (id {c.id}) covers no valid pixel centre of the scene; "
+                            "remove it from the labels or enlarge its polygons")
+        if samples.drawn[k] < shots:
+            progress.message(f"class {c.name!r} (id {c.id}) has {samples.available[k]} labelled pixels, "
+                             f"fewer than --shots {shots}: using {samples.drawn[k]}")
+    return samples
+
+
+def validation_subset(rows: np.ndarray, cols: np.ndarray, seed: int,
+                      size: int = VALIDATION_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random subset of at most ``size`` of the pixels (``rows``, ``cols``), in the
+    order drawn."""
+    pick = np.random.default_rng(seed).permutation(len(rows))[:size]
+    return np.asarray(rows)[pick], np.asarray(cols)[pick]
+
+
+def held_out_pixels(raster: LabelRaster, samples: Samples, valid: np.ndarray,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Labelled, valid pixels not used for training (a :func:`validation_subset`, sorted by
+    row): scene rows, columns and class indices, or None when there are none."""
+    free = (raster.index >= 0) & valid
+    free[samples.rows - raster.row_off, samples.cols - raster.col_off] = False
+    r, c = np.nonzero(free)
+    if len(r) == 0:
+        return None
+    r, c = validation_subset(r, c, seed)
+    order = np.argsort(r, kind="stable")
+    r, c = r[order], c[order]
+    return r + raster.row_off, c + raster.col_off, raster.index[r, c].astype(np.int64)
+
+
+def few_shot_split(labels: np.ndarray, shots: int, seed: int,
+                   fields: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The benchmark protocol's training pixels (rows, cols) and test mask for one seed, on a
+    reference class raster ``labels`` (0 = unlabelled).
+
+    Pixels: k per class, or half the class when it has fewer than 2k. With ``fields``, the
+    fields of each class are taken in a random order until k pixels are drawn from them (a
+    random part of the last one), and the test mask keeps only fields with no training pixel
+    (``fields`` as :meth:`cssd_geo.datasets.LabelledScene.fields` gives). Without ``fields``
+    every labelled pixel that is not a training pixel is tested.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    test = labels > 0
+    for cid in np.unique(labels[labels > 0]):
+        r, c = np.nonzero(labels == cid)
+        want = shots if len(r) >= 2 * shots else max(1, len(r) // 2)
+        if fields is None:
+            pick = rng.choice(len(r), want, replace=False)
+        else:
+            ids = fields[r, c]
+            order = rng.permutation(np.unique(ids))
+            taken: list[int] = []
+            used = []
+            for f in order:
+                inside = np.nonzero(ids == f)[0]
+                take = rng.permutation(inside)[: want - len(taken)]
+                taken.extend(take.tolist())
+                used.append(f)
+                if len(taken) >= want:
+                    break
+            test &= ~np.isin(fields, used)  # a class whose fields all gave samples has no test pixel
+            pick = np.asarray(taken)
+        rows.append(r[pick])
+        cols.append(c[pick])
+    all_rows, all_cols = np.concatenate(rows), np.concatenate(cols)
+    test[all_rows, all_cols] = False
+    return all_rows, all_cols, test
+
+
 def window_pixels(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray, window: int,
                   block: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """The pixels of the ``window`` x ``window`` windows centred on the given pixels, each
@@ -80,7 +169,7 @@ def window_pixels(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray, windo
         members = np.flatnonzero(keys == key)
         r0, r1 = int(ur[members].min()), int(ur[members].max()) + 1
         c0, c1 = int(uc[members].min()), int(uc[members].max()) + 1
-        data = read_block(scene, r0, r1, c0, c1)
+        data = read_window(scene, r0, r1, c0, c1)
         spectra[members] = data[:, ur[members] - r0, uc[members] - c0].T
     return spectra, inverse.reshape(rows.size, window, window)
 

@@ -98,10 +98,10 @@ def test_existing_output_needs_overwrite(trained, tmp_path, capsys):
 
 def test_failed_prediction_leaves_nothing(trained, tmp_path, monkeypatch):
     scene, labels, cube, model = trained
-    from cssd_geo import engine
+    from cssd_geo import blocks
 
     calls = {"n": 0}
-    real = engine.predict_block
+    real = blocks.predict_block
 
     def failing(*args, **kwargs):
         calls["n"] += 1
@@ -109,7 +109,7 @@ def test_failed_prediction_leaves_nothing(trained, tmp_path, monkeypatch):
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "predict_block", failing)
+    monkeypatch.setattr(blocks, "predict_block", failing)
     out_dir = tmp_path / "maps"
     out_dir.mkdir()
     assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out_dir / "m.tif"), "--chunk", "16",

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from cssd_geo import CssdError, datasets
+from cssd_geo import CssdError, datasets, sampling
 from cssd_geo.classes import make_class_table
 
 
@@ -51,20 +51,20 @@ def _two_class_labels():
 
 def test_few_shot_split_draws_k_per_class_and_tests_the_rest():
     labels = _two_class_labels()
-    rows, cols, test = datasets.few_shot_split(labels, shots=5, seed=3)
+    rows, cols, test = sampling.few_shot_split(labels, shots=5, seed=3)
     drawn = labels[rows, cols]
     assert (drawn == 1).sum() == 5 and (drawn == 2).sum() == 3  # class 2 has < 2k pixels: half of them
     assert len(set(zip(rows.tolist(), cols.tolist()))) == 8
     assert not test[rows, cols].any() and test.sum() == (labels > 0).sum() - 8 and not test[labels == 0].any()
-    again = datasets.few_shot_split(labels, shots=5, seed=3)
+    again = sampling.few_shot_split(labels, shots=5, seed=3)
     assert np.array_equal(again[0], rows) and np.array_equal(again[1], cols)
-    assert not np.array_equal(datasets.few_shot_split(labels, shots=5, seed=4)[0], rows)
+    assert not np.array_equal(sampling.few_shot_split(labels, shots=5, seed=4)[0], rows)
 
 
 def test_disjoint_split_tests_only_fields_that_gave_no_sample():
     labels = _two_class_labels()
     fields = datasets.LabelledScene("t", None, labels, make_class_table([1, 2], ["a", "b"])).fields()
-    rows, cols, test = datasets.few_shot_split(labels, shots=5, seed=0, fields=fields)
+    rows, cols, test = sampling.few_shot_split(labels, shots=5, seed=0, fields=fields)
     used = set(fields[rows, cols].tolist())
     assert (labels[rows, cols] == 1).sum() == 5 and len([f for f in used if (labels[fields == f] == 1).all()]) == 1
     assert test.any() and not np.isin(fields[test], list(used)).any()

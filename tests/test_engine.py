@@ -11,6 +11,7 @@ import rasterio
 
 import cssd_geo
 from cssd_geo.config import PredictConfig, TrainConfig
+from cssd_geo.model import ModelConfig
 from tests.conftest import CRS, make_cube, write_scene, write_stripe_labels
 
 
@@ -24,7 +25,7 @@ def big(tmp_path_factory):
     scene = write_scene(folder / "scene.tif", cube, nodata=-99)
     labels = write_stripe_labels(folder / "labels.gpkg", 300, 280)
     path = folder / "model.cssd"
-    cssd_geo.train(scene, labels, path, TrainConfig(shots=6, epochs=10, patch=5, device="cpu"))
+    cssd_geo.train(scene, labels, path, TrainConfig(shots=6, epochs=10, device="cpu", model=ModelConfig(patch=5)))
     return folder, scene, str(path), cube
 
 

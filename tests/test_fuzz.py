@@ -16,7 +16,7 @@ from rasterio.transform import from_origin
 import cssd_geo
 from cssd_geo.classes import make_class_table
 from cssd_geo.config import PredictConfig
-from cssd_geo.model import CSSD
+from cssd_geo.model import CSSD, ModelConfig
 
 NODATA = -9999.0
 
@@ -46,7 +46,7 @@ def per_window_labels(model: CSSD, cube: np.ndarray) -> tuple[np.ndarray, np.nda
     h = model.reach
     rows = np.arange(-h, cube.shape[1] + h)
     cols = np.arange(-h, cube.shape[2] + h)
-    from cssd_geo.io.scene import reflect_index
+    from cssd_geo.tiling import reflect_index
 
     padded = x[:, reflect_index(rows, cube.shape[1])][:, :, reflect_index(cols, cube.shape[2])]
     windows = np.stack([padded[:, r:r + model.window, c:c + model.window]
@@ -64,7 +64,7 @@ def test_engine_equals_per_window_model_and_keeps_nodata(case):
     cube, chunk, patch, seed = case
     bands = cube.shape[0]
     torch.manual_seed(seed)
-    model = CSSD(bands, 4, patch=patch, classes=make_class_table([1, 2, 3, 4], ["a", "b", "c", "d"]))
+    model = CSSD(bands, 4, ModelConfig(patch=patch), classes=make_class_table([1, 2, 3, 4], ["a", "b", "c", "d"]))
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     model.set_normalisation(np.full(bands, 1000.0), np.full(bands, 300.0))

@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from cssd_geo.engine import predict_logits
+from cssd_geo.blocks import predict_logits
 from cssd_geo.io.scene import open_scene
-from cssd_geo.model import CSSD, distillation_loss
+from cssd_geo.errors import CssdError
+from cssd_geo.model import CSSD, ModelConfig, distillation_loss
 from cssd_geo.model.layers import SpectralExtractor
 
 
@@ -23,18 +24,18 @@ def randomised(model: CSSD, seed: int = 0) -> CSSD:
 
 
 def test_receptive_radius_comes_from_the_layers():
-    model = CSSD(12, 3, patch=11)
+    model = CSSD(12, 3, ModelConfig(patch=11))
     # SpeFR: 2 dilations by a 3x3 element (2), SpaFE 3x3 (1), classifier 3x3 (1)
     assert model.radius == 4 and model.window == 19 and model.reach == 9
-    deeper = CSSD(12, 3, patch=7, se_size=5, se_depth=3)
+    deeper = CSSD(12, 3, ModelConfig(patch=7, se_size=5, refiner_depth=3))
     assert deeper.radius == 3 * 2 + 1 + 1
     assert deeper.window == 7 + 2 * deeper.radius
-    with pytest.raises(ValueError):
-        CSSD(12, 3, patch=10)
+    with pytest.raises(CssdError, match="--patch 10"):
+        CSSD(12, 3, ModelConfig(patch=10))
 
 
 def test_forward_shapes():
-    model = CSSD(12, 4, patch=5).eval()
+    model = CSSD(12, 4, ModelConfig(patch=5)).eval()
     x = torch.randn(3, 12, model.window, model.window) * 100 + 1000
     assert model(x).shape == (3, 4)
     model.train()
@@ -54,7 +55,7 @@ def test_spectral_extractor_equals_convolutions(train_mode):
 
 
 def test_missing_pixels_are_filled_with_the_band_mean():
-    model = randomised(CSSD(6, 3, patch=3))
+    model = randomised(CSSD(6, 3, ModelConfig(patch=3)))
     model.set_normalisation(np.full(6, 100.0), np.full(6, 10.0))
     x = torch.full((1, 6, model.window, model.window), 130.0)
     x_nan, x_mean = x.clone(), x.clone()
@@ -64,7 +65,7 @@ def test_missing_pixels_are_filled_with_the_band_mean():
     assert torch.allclose(model(x_nan), model(x_mean))
 
 
-@pytest.mark.parametrize("variant", [{}, {"se_depth": 0}, {"pooling": "mean"}, {"se_depth": 0, "pooling": "mean"}],
+@pytest.mark.parametrize("variant", [{}, {"refiner_depth": 0}, {"pooling": "mean"}, {"refiner_depth": 0, "pooling": "mean"}],
                          ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn"])
 def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     """Every pixel's logits from the dense tiled path equal forward() on its window cut from
@@ -74,7 +75,7 @@ def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
 
     cube = make_cube(23, 29, 9, seed=3)
     path = write_scene(tmp_path / "s.tif", cube)
-    model = randomised(CSSD(9, 3, patch=5, **variant), seed=1)
+    model = randomised(CSSD(9, 3, ModelConfig(patch=5, **variant)), seed=1)
     model.set_normalisation(cube.reshape(9, -1).mean(1), cube.reshape(9, -1).std(1))
     scene = open_scene(path, chunks=8)
     tiled = predict_logits(model, scene, chunk=10)

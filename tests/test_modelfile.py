@@ -8,13 +8,13 @@ import torch
 import cssd_geo
 from cssd_geo.classes import ClassInfo
 from cssd_geo.errors import CssdError
-from cssd_geo.model import CSSD, save_model
+from cssd_geo.model import CSSD, ModelConfig, save_model
 from cssd_geo.model.modelfile import read_model_metadata
 
 
 def make_model():
     classes = [ClassInfo(3, "roof", (255, 0, 0)), ClassInfo(7, "tree", (0, 255, 0))]
-    model = CSSD(8, 2, patch=5, tau=3.0, eps=0.2, classes=classes)
+    model = CSSD(8, 2, ModelConfig(patch=5, tau=3.0, eps=0.2), classes=classes)
     model.set_normalisation(np.arange(8, dtype=np.float32), np.ones(8, dtype=np.float32) * 2)
     return model.eval()
 
@@ -28,7 +28,7 @@ def test_round_trip(tmp_path):
     assert loaded.window == model.window == 5 + 2 * model.radius
     assert [c.id for c in loaded.classes] == [3, 7]
     assert loaded.classes[1]["name"] == "tree" and loaded.classes[1].color == (0, 255, 0)
-    assert loaded.tau == 3.0 and loaded.eps == 0.2
+    assert loaded.config == model.config and (loaded.config.tau, loaded.config.eps) == (3.0, 0.2)
     assert loaded.metadata["band_names"][2] == "b2"
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
@@ -76,10 +76,10 @@ def test_ablation_architecture_round_trips(tmp_path):
     from cssd_geo.model import CSSD
 
     torch.manual_seed(0)
-    model = CSSD(8, 2, patch=5, se_depth=0, pooling="mean").eval()
+    model = CSSD(8, 2, ModelConfig(patch=5, refiner_depth=0, pooling="mean")).eval()
     assert model.radius == 2  # SpaFE + classifier only
     save_model(model, tmp_path / "plain.cssd", {})
     loaded = cssd_geo.load_model(tmp_path / "plain.cssd")
-    assert (loaded.se_depth, loaded.pooling, loaded.window) == (0, "mean", 9)
+    assert (loaded.config.refiner_depth, loaded.config.pooling, loaded.window) == (0, "mean", 9)
     x = torch.randn(2, 8, 9, 9)
     assert torch.allclose(model(x), loaded(x))

@@ -6,7 +6,7 @@ import xarray as xr
 
 import cssd_geo
 from cssd_geo.errors import CssdError
-from cssd_geo.io.scene import read_block, reflect_index
+from cssd_geo.tiling import read_window, reflect_index
 from tests.conftest import CRS, ORIGIN, PIXEL, make_cube, write_scene
 
 
@@ -83,11 +83,11 @@ def test_reflect_index_matches_numpy_pad():
         np.testing.assert_array_equal(reflect_index(idx, size), expected)
 
 
-def test_read_block_reflects_and_masks(tmp_path):
+def test_read_window_reflects_and_masks(tmp_path):
     cube = make_cube(9, 11, 3)
     cube[:, 0, 0] = -99
     da = cssd_geo.open_scene(write_scene(tmp_path / "s.tif", cube, nodata=-99))
-    block = read_block(da, -4, 13, -3, 14)
+    block = read_window(da, -4, 13, -3, 14)
     expected = np.pad(cube.astype(np.float32), ((0, 0), (4, 4), (3, 3)), mode="reflect")
     expected[:, expected[0] == -99] = np.nan
     np.testing.assert_array_equal(block, expected)

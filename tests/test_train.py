@@ -6,6 +6,7 @@ from cssd_geo.classes import make_class_table
 from cssd_geo.config import TrainConfig
 from cssd_geo.errors import CssdError
 from cssd_geo.io.scene import open_scene
+from cssd_geo.model import ModelConfig
 from cssd_geo.train import _batch_starts, train_model
 from tests.conftest import class_layout, make_cube, write_scene
 
@@ -16,7 +17,7 @@ def _train(tmp_path, **changes):
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, 20, 9), rng.integers(0, 24, 9)
     history: list = []
-    config = TrainConfig(patch=3, batch_size=4, epochs=4, device="cpu", **changes)
+    config = TrainConfig(batch_size=4, epochs=4, device="cpu", model=ModelConfig(patch=3), **changes)
     train_model(scene, rows, cols, layout[rows, cols] - 1, make_class_table([1, 2, 3], ["a", "b", "c"]), config,
                 history=history)
     return [h["lr"] for h in history]

@@ -10,7 +10,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
-from ..errors import CssdError
+from ..errors import CssdError, first_line
 
 DEFAULT_CHUNK = 512
 STATS_PIXELS = 1_000_000  # band statistics come from at most this many pixels
@@ -81,7 +81,7 @@ def _open_gdal(path: str, chunks: dict) -> xr.DataArray:
         raw = rioxarray.open_rasterio(path, chunks=chunks, masked=False, cache=False,
                                       lock=False, parse_coordinates=True)
     except RasterioIOError as exc:
-        raise CssdError(f"{path}: not a raster GDAL can read ({_first_line(exc)}); "
+        raise CssdError(f"{path}: not a raster GDAL can read ({first_line(exc)}); "
                         "give a GeoTIFF, ENVI or other GDAL raster") from exc
     if isinstance(raw, list) or isinstance(raw, xr.Dataset):
         raise CssdError(f"{path}: holds several subdatasets; open one of them (e.g. NETCDF:file:var)")
@@ -127,7 +127,7 @@ def _open_zarr(path: str, chunks: dict) -> xr.DataArray:
     try:
         ds = xr.open_zarr(path, decode_coords="all", chunks=None)
     except Exception as exc:  # zarr raises many types for a store it cannot read
-        raise CssdError(f"{path}: not a readable Zarr store ({_first_line(exc)}); "
+        raise CssdError(f"{path}: not a readable Zarr store ({first_line(exc)}); "
                         "give a store written by cssd-geo or xarray") from exc
     cubes = [name for name, var in ds.data_vars.items() if var.ndim == 3]
     if len(cubes) != 1:
@@ -161,11 +161,6 @@ def _open_zarr(path: str, chunks: dict) -> xr.DataArray:
     return da
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def scene_grid(da: xr.DataArray) -> Grid:
     """CRS, transform and size of a scene opened by :func:`open_scene`."""
     return Grid(da.rio.crs, da.rio.transform(recalc=False), int(da.sizes["y"]), int(da.sizes["x"]))
@@ -184,36 +179,6 @@ def band_names(da: xr.DataArray) -> list[str] | None:
 def band_wavelengths(da: xr.DataArray) -> list[float] | None:
     """Band centre wavelengths in nm when the file has them."""
     return [float(v) for v in da["wavelength"].values] if "wavelength" in da.coords else None
-
-
-def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
-    """Map indices outside ``0..size-1`` back inside by reflection about the edge pixels.
-
-    This is numpy's ``pad(mode="reflect")``: -1 -> 1, size -> size - 2; it repeats for
-    indices further out, so any halo works on any scene.
-    """
-    index = np.asarray(index)
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    m = np.mod(index, period)
-    return np.where(m < size, m, period - m)
-
-
-def read_block(da: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
-    """Read rows ``row0:row1`` and columns ``col0:col1`` as float32 (band, y, x).
-
-    Rows and columns outside the scene are reflected back inside (the scene is
-    reflect-padded), exactly as in training. A pixel that is nodata, NaN or inf in any
-    band becomes NaN in every band.
-    """
-    height, width = int(da.sizes["y"]), int(da.sizes["x"])
-    rows = reflect_index(np.arange(row0, row1), height)
-    cols = reflect_index(np.arange(col0, col1), width)
-    r_lo, r_hi, c_lo, c_hi = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-    block = np.asarray(da.data[:, r_lo:r_hi, c_lo:c_hi])
-    block = block[:, rows - r_lo][:, :, cols - c_lo].astype(np.float32, copy=False)
-    return mask_invalid(block, scene_nodata(da))
 
 
 def valid_pixels(data, nodata: float | None):

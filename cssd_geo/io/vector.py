@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..classes import ClassInfo, make_class_table
-from ..errors import CssdError
+from ..errors import CssdError, first_line
 from .scene import Grid
 
 MAX_CLASSES = 1000
@@ -51,8 +51,7 @@ def read_vector(path: str | os.PathLike):
     try:
         frame = gpd.read_file(path, engine="pyogrio")
     except Exception as exc:  # pyogrio raises DataSourceError and others for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CssdError(f"{path}: not a vector layer GDAL can read ({first}); "
+        raise CssdError(f"{path}: not a vector layer GDAL can read ({first_line(exc)}); "
                         "give a shapefile, GeoPackage or GeoJSON") from exc
     if frame.crs is None:
         raise CssdError(f"{path}: the layer has no CRS; add one (e.g. a .prj file, or "

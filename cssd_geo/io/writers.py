@@ -1,14 +1,22 @@
 """Class maps and probabilities to GeoTIFF (tiled, compressed, optionally Cloud-Optimized) or
-Zarr. Every output is written under a hidden temporary name and renamed only when complete,
-so an interrupted or failed run never leaves a file that looks finished."""
+Zarr. Every file is written under a hidden temporary name from the run's
+:class:`~cssd_geo.outputs.OutputSet` and published with the run's other outputs when it has
+finished, so an interrupted or failed run never leaves a file that looks finished.
+
+A prediction writes through a :class:`MapWriter`: :class:`GeoTiffMaps` (the class map, with
+its QGIS style, and the optional probability and confidence GeoTIFFs) or
+:class:`ZarrMapWriter` (one store with every layer). Both give one ``dask.array.store``
+target per layer in ``targets``.
+"""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import warnings
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from types import TracebackType
+from typing import Any, Protocol
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -19,7 +27,7 @@ from rasterio.windows import Window
 
 from ..classes import ClassInfo, classes_from_json, classes_to_json
 from ..errors import CssdError, writing
-from ..paths import publish
+from ..outputs import OutputSet, output_file
 from .scene import Grid
 
 CLASSES_TAG = "CSSD_CLASSES"
@@ -66,57 +74,39 @@ def qgis_style(classes: Sequence[ClassInfo]) -> str:
             "</qgis>\n")
 
 
-def _temporary(path: str, suffix: str, folder: bool = False) -> str:
-    where = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}.partial-"
-    if folder:
-        return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=where)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
-    os.close(fd)
-    return tmp
-
-
-def _remove(path: str | None) -> None:
-    if path and os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif path and os.path.exists(path):
-        os.unlink(path)
-
-
 class GeoTiffWriter:
     """A multi-band GeoTIFF written block by block (a ``dask.array.store`` target).
 
-    As a context manager it writes to a hidden temporary file beside ``path`` and, on a clean
-    exit, renames it to ``path`` (converting to a Cloud-Optimized GeoTIFF with overviews
-    first when ``cog``); on an error or interruption it deletes it.
+    As a context manager it writes to a temporary file of ``outputs`` (``tmp``) and, on a
+    clean exit, finishes it (converting to a Cloud-Optimized GeoTIFF with overviews when
+    ``cog``); ``outputs`` publishes it as ``path`` with the run's other outputs.
     """
 
     def __init__(self, path: str, grid: Grid, count: int, dtype: str, nodata: float | None,
-                 cog: bool = False) -> None:
+                 outputs: OutputSet, cog: bool = False) -> None:
         self.path, self.grid, self.count, self.dtype, self.nodata, self.cog = path, grid, count, dtype, nodata, cog
-        self._tmp: str | None = None
-        self.ds = None
+        self.outputs = outputs
+        self.tmp = outputs.temporary(path, suffix=".tif")
+        self.ds: Any = None
 
-    def __enter__(self) -> "GeoTiffWriter":
+    def __enter__(self) -> GeoTiffWriter:
         try:
             with writing(self.path):
                 self._open()
         except BaseException:
             if self.ds is not None:
                 self.ds.close()
-            _remove(self._tmp)
             raise
         return self
 
     def _open(self) -> None:
-        self._tmp = _temporary(self.path, ".tif")
         self.ds = rasterio.open(
-            self._tmp, "w", driver="GTiff", width=self.grid.width, height=self.grid.height, count=self.count,
+            self.tmp, "w", driver="GTiff", width=self.grid.width, height=self.grid.height, count=self.count,
             dtype=self.dtype, nodata=self.nodata, crs=self.grid.crs, transform=self.grid.transform,
             tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate", BIGTIFF="IF_SAFER",
             interleave="band")
 
-    def __setitem__(self, key: tuple, block: np.ndarray) -> None:
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         """Write ``block`` at ``key``: (row slice, col slice), or (band slice, row slice, col slice)."""
         if len(key) == 2:
             key, block = (slice(0, 1),) + tuple(key), block[None]
@@ -126,7 +116,8 @@ class GeoTiffWriter:
         with _GDAL_WRITES, writing(self.path):
             self.ds.write(block.astype(self.dtype, copy=False), indexes=indexes, window=window)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
                 with writing(self.path):
@@ -134,34 +125,28 @@ class GeoTiffWriter:
         finally:
             if self.ds is not None and not self.ds.closed:
                 self.ds.close()
-            _remove(self._tmp)
 
     def _finish(self) -> None:
         self.ds.close()
         if self.cog:
-            cog = _temporary(self.path, ".cog.tif")
-            try:
-                rasterio.shutil.copy(self._tmp, cog, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
-                                     OVERVIEWS="AUTO", RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
-                os.replace(cog, self._tmp)
-            finally:
-                _remove(cog)
-        publish(self._tmp, self.path)
-        self._tmp = None
+            cog = self.outputs.scratch(self.path, suffix=".cog.tif")
+            rasterio.shutil.copy(self.tmp, cog, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,
+                                 OVERVIEWS="AUTO", RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
+            os.replace(cog, self.tmp)
 
 
 class ClassMapWriter(GeoTiffWriter):
     """A single-band class map: colour table, class names (band tags ``CLASS_<id>`` and the
     class table as JSON in ``CSSD_CLASSES``) and a QGIS style ``<name>.qml`` beside it."""
 
-    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], tags: dict | None = None,
-                 cog: bool = False) -> None:
+    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], outputs: OutputSet,
+                 tags: Mapping[str, str] | None = None, cog: bool = False) -> None:
         self.classes = list(classes)
         dtype, nodata = map_encoding(self.classes)
-        super().__init__(path, grid, 1, dtype, nodata, cog)
-        self.tags = tags or {}
+        super().__init__(path, grid, 1, dtype, nodata, outputs, cog)
+        self.tags = dict(tags or {})
 
-    def __enter__(self) -> "ClassMapWriter":
+    def __enter__(self) -> ClassMapWriter:
         super().__enter__()
         colors = {c.id: (*c.color, 255) for c in self.classes}
         colors[int(self.nodata)] = (0, 0, 0, 0)
@@ -176,20 +161,21 @@ class ClassMapWriter(GeoTiffWriter):
         self[slice(row, row + ids.shape[0]), slice(col, col + ids.shape[1])] = ids
 
     def _finish(self) -> None:
-        with open(os.path.splitext(self.path)[0] + ".qml", "w", encoding="utf-8") as f:
-            f.write(qgis_style(self.classes))
         super()._finish()
+        with output_file(os.path.splitext(self.path)[0] + ".qml", self.outputs) as tmp, \
+                open(tmp, "w", encoding="utf-8") as f:
+            f.write(qgis_style(self.classes))
 
 
 class ProbabilityWriter(GeoTiffWriter):
     """Class probabilities (one band per class, or one confidence band) as uint8:
     ``round(p * 254)``, 255 = nodata; the band scale 1/254 lets GDAL readers get p back."""
 
-    def __init__(self, path: str, grid: Grid, names: Sequence[str], cog: bool = False) -> None:
-        super().__init__(path, grid, len(names), "uint8", PROBABILITY_NODATA, cog)
+    def __init__(self, path: str, grid: Grid, names: Sequence[str], outputs: OutputSet, cog: bool = False) -> None:
+        super().__init__(path, grid, len(names), "uint8", PROBABILITY_NODATA, outputs, cog)
         self.names = list(names)
 
-    def __enter__(self) -> "ProbabilityWriter":
+    def __enter__(self) -> ProbabilityWriter:
         super().__enter__()
         for i, name in enumerate(self.names, start=1):
             self.ds.set_band_description(i, name)
@@ -205,22 +191,74 @@ def encode_probabilities(p: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+class MapWriter(Protocol):
+    """What a prediction writes through: a context manager with one ``dask.array.store``
+    target per layer (``classes``, and ``probabilities`` / ``confidence`` when asked for), and
+    the path where the finished class map can be read before the run publishes it."""
+
+    targets: dict[str, Any]
+    readable_map: str
+
+    def __enter__(self) -> MapWriter: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+def side_outputs(output: str, layers: Sequence[str]) -> dict[str, str]:
+    """Paths of the probability and confidence GeoTIFFs that go with a class map ``output``
+    (``<name>_probabilities.tif``, ``<name>_confidence.tif``), for those of ``layers`` asked for."""
+    stem, ext = os.path.splitext(output)
+    return {name: f"{stem}_{name}{ext}" for name in ("probabilities", "confidence") if name in layers}
+
+
+class GeoTiffMaps:
+    """The GeoTIFFs of a prediction: the class map ``path`` (with its ``.qml`` style) and,
+    for the layers asked for, ``<name>_probabilities.tif`` and ``<name>_confidence.tif``."""
+
+    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], layers: Sequence[str],
+                 outputs: OutputSet, tags: Mapping[str, str] | None = None, cog: bool = False) -> None:
+        self.path, self.grid, self.classes, self.layers = path, grid, list(classes), list(layers)
+        self.outputs, self.tags, self.cog = outputs, dict(tags or {}), cog
+        self.targets: dict[str, Any] = {}
+        self._stack = ExitStack()
+        self.readable_map = ""
+
+    def __enter__(self) -> GeoTiffMaps:
+        with self._stack as stack:
+            class_map = ClassMapWriter(self.path, self.grid, self.classes, self.outputs, self.tags, self.cog)
+            self.targets["classes"] = stack.enter_context(class_map)
+            self.readable_map = class_map.tmp
+            names = {"probabilities": [f"p({c.name})" for c in self.classes],
+                     "confidence": ["confidence (max probability)"]}
+            for layer, path in side_outputs(self.path, self.layers).items():
+                self.targets[layer] = stack.enter_context(ProbabilityWriter(path, self.grid, names[layer],
+                                                                            self.outputs, self.cog))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stack.__exit__(exc_type, exc, tb)
+
+
 class ZarrMapWriter:
     """A Zarr store of class map layers (``classes`` (y, x), optional ``probabilities``
     (class, y, x) and ``confidence`` (y, x)) with CRS and transform (rioxarray conventions),
     chunked like the dask arrays that will fill it.
 
-    As a context manager it creates the store (metadata, coordinates) under a hidden
-    temporary name and exposes one ``dask.array.store`` target per layer in ``targets``; on
-    a clean exit it renames the store to ``path``, on an error it deletes it.
+    As a context manager it creates the store (metadata, coordinates) as a temporary folder
+    of ``outputs``, published as ``path`` with the run's other outputs, and exposes one
+    ``dask.array.store`` target per layer in ``targets``.
     """
 
-    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], nodata: int, layers: dict) -> None:
-        self.path, self.grid, self.classes, self.nodata, self.layers = path, grid, list(classes), nodata, layers
-        self.targets: dict = {}
-        self._tmp: str | None = None
+    def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], nodata: int,
+                 layers: Mapping[str, Any], outputs: OutputSet) -> None:
+        self.path, self.grid, self.classes, self.nodata, self.layers = path, grid, list(classes), nodata, dict(layers)
+        self.targets: dict[str, Any] = {}
+        self.readable_map = outputs.temporary(path, folder=True)
 
-    def _dataset(self):
+    def _dataset(self) -> Any:
         import rioxarray  # noqa: F401  (registers the .rio accessor)
         import xarray as xr
         from rasterio.transform import xy
@@ -246,46 +284,31 @@ class ZarrMapWriter:
         ds.attrs[CLASSES_TAG] = classes_to_json(self.classes)
         return ds
 
-    def __enter__(self) -> "ZarrMapWriter":
+    def __enter__(self) -> ZarrMapWriter:
         import zarr
 
-        self._tmp = _temporary(self.path, ".zarr", folder=True)
-        try:
-            with warnings.catch_warnings(), writing(self.path):
-                # consolidated metadata lets readers open the store without a warning; zarr
-                # notes that it is an extension of the Zarr 3 format
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                # metadata and coordinates only: the data variables are filled through targets
-                self._dataset().to_zarr(self._tmp, mode="w", compute=False, consolidated=True)
-        except BaseException:
-            _remove(self._tmp)
-            raise
-        group = zarr.open_group(self._tmp, mode="r+")
+        with warnings.catch_warnings(), writing(self.path):
+            # consolidated metadata lets readers open the store without a warning; zarr
+            # notes that it is an extension of the Zarr 3 format
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            # metadata and coordinates only: the data variables are filled through targets
+            self._dataset().to_zarr(self.readable_map, mode="w", compute=False, consolidated=True)
+        group = zarr.open_group(self.readable_map, mode="r+")
         self.targets = {name: _GuardedTarget(group[name], self.path) for name in self.layers}
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._finish()
-        finally:
-            _remove(self._tmp)
-
-    def _finish(self) -> None:
-        with writing(self.path):
-            if os.path.isdir(self.path):
-                shutil.rmtree(self.path)
-            publish(self._tmp, self.path)
-            self._tmp = None
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Nothing to close: zarr writes each block as it comes."""
 
 
 class _GuardedTarget:
     """A ``dask.array.store`` target whose write failures name the output."""
 
-    def __init__(self, array, path: str) -> None:
+    def __init__(self, array: Any, path: str) -> None:
         self.array, self.path = array, path
 
-    def __setitem__(self, key, block) -> None:
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         with writing(self.path):
             self.array[key] = block
 
@@ -305,19 +328,21 @@ def read_class_table(path: str) -> list[ClassInfo]:
     return [ClassInfo(i, f"class {i}", tuple(cmap[i][:3])) for i in sorted(ids)]
 
 
-def write_quicklook(map_path: str, png_path: str) -> None:
-    """A paletted PNG of a class map (nodata transparent), e.g. for a report."""
+def write_quicklook(map_path: str, png_path: str, outputs: OutputSet | None = None,
+                    name: str | None = None) -> None:
+    """A paletted PNG of a class map (nodata transparent), e.g. for a report; published at
+    once or with ``outputs``. ``name`` is how errors call the map (default ``map_path``)."""
     with rasterio.open(map_path) as src:
         data = src.read(1)
         cmap = src.colormap(1)
     if data.dtype != np.uint8:
-        raise CssdError(f"{map_path}: a quicklook needs a map with at most 255 classes")
-    with warnings.catch_warnings():
+        raise CssdError(f"{name or map_path}: a quicklook needs a map with at most 255 classes")
+    with warnings.catch_warnings(), writing(png_path), output_file(png_path, outputs, suffix=".png") as tmp:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture, not a raster
-        with rasterio.open(png_path, "w", driver="PNG", width=data.shape[1], height=data.shape[0],
+        with rasterio.open(tmp, "w", driver="PNG", width=data.shape[1], height=data.shape[0],
                            count=1, dtype="uint8") as dst:
             dst.write(data, 1)
             dst.write_colormap(1, cmap)
-    aux = png_path + ".aux.xml"
-    if os.path.exists(aux):
-        os.unlink(aux)
+        aux = tmp + ".aux.xml"
+        if os.path.exists(aux):
+            os.unlink(aux)

@@ -1,7 +1,14 @@
-"""The CSSD module: windows in, centre-pixel logits out; the same layers run densely on tiles."""
+"""The CSSD module: windows in, centre-pixel logits out; the same layers run densely on tiles.
+
+:class:`ModelConfig` holds every hyperparameter of the model. :meth:`CSSD.architecture` is
+the plain dict the model file stores, and ``CSSD(**architecture)`` rebuilds the same module,
+so a new hyperparameter is a field of ModelConfig read by the layer that uses it.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -9,11 +16,61 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..classes import ClassInfo
-from ..config import POOLINGS
+from ..errors import CssdError
 from .layers import SpatialExtractor, SpectralExtractor, SpectralRefiner, conv_radius, spectral_aware_pool
 
-EMBED = 256
+EMBED = 256  # SpeFE's embedding width
+SPATIAL = 64  # SpaFE's output width
 INFERENCE_PIXELS = 4096  # pixels standardised at a time in inference
+
+Pooling = Literal["sap", "mean"]  # spectral-aware pooling, or the plain mean over P x P (ablation)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The hyperparameters of a CSSD model (the defaults are CSSD as tuned).
+
+    ``patch`` is the side P of the pooled window. It must be odd: an even window has no
+    centre pixel and a flip would move it. The default 11 is the paper's 10 x 10 made odd.
+    ``se_size`` is the side of SpeFR's structuring element and ``refiner_depth`` the number of
+    its dilations (0 removes SpeFR). ``tau`` softens the auxiliary classifier's output and
+    ``eps`` is its weight in the self-distillation target
+    ``eps * softmax(aux / tau) + (1 - eps) * onehot``; without ``auxiliary`` the loss is the
+    window classifier's cross-entropy alone (with ``pooling="mean"`` and no SpeFR: a plain CNN).
+    """
+
+    patch: int = 11
+    se_size: int = 3
+    refiner_depth: int = 2
+    pooling: Pooling = "sap"
+    auxiliary: bool = True
+    tau: float = 2.0
+    eps: float = 0.5
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for a setting no model could use (named as the option)."""
+        if self.patch < 3 or self.patch % 2 == 0:
+            raise CssdError(f"--patch {self.patch}: the window side must be odd and at least 3 (e.g. 11)")
+        if self.se_size < 1 or self.se_size % 2 == 0:
+            raise CssdError(f"--se-size {self.se_size}: the structuring element side must be odd (e.g. 3)")
+        if self.refiner_depth < 0:
+            raise CssdError(f"--refiner-depth {self.refiner_depth}: use 0 (no SpeFR) or more")
+        if self.pooling not in POOLINGS:
+            raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
+        if not 0.0 <= self.eps <= 1.0:
+            raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
+        if self.tau <= 0:
+            raise CssdError(f"--tau {self.tau}: the temperature must be positive")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """A config from a stored dict; keys it does not know are refused (a newer model)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}")
+        return cls(**values)
 
 
 class CSSD(nn.Module):
@@ -25,30 +82,52 @@ class CSSD(nn.Module):
     central ``patch`` x ``patch`` pixels, which SAP pools into the centre pixel's logits.
     Running the same layers over a tile gives every pixel's logits at once, identical to
     the per-window forward: ``reach = window // 2`` is the halo a tile needs.
+
+    ``config`` is a :class:`ModelConfig` or its dict (as :meth:`architecture` stores it).
     """
 
-    def __init__(self, bands: int, n_classes: int, patch: int = 11, se_size: int = 3,
-                 se_depth: int = 2, tau: float = 2.0, eps: float = 0.5,
-                 classes: Sequence[ClassInfo] | None = None, pooling: str = "sap") -> None:
+    def __init__(self, bands: int, n_classes: int, config: ModelConfig | Mapping[str, Any] | None = None,
+                 classes: Sequence[ClassInfo] | None = None) -> None:
         super().__init__()
-        if patch < 3 or patch % 2 == 0:
-            raise ValueError("patch must be odd and >= 3")
-        self.bands, self.n_classes, self.patch = bands, n_classes, patch
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}")
-        self.se_size, self.se_depth, self.pooling = se_size, se_depth, pooling
-        self.tau, self.eps = tau, eps
+        if config is None:
+            config = ModelConfig()
+        elif not isinstance(config, ModelConfig):
+            config = ModelConfig.from_mapping(config)
+        config.validate()
+        self.config = config
+        self.bands, self.n_classes, self.patch = bands, n_classes, config.patch
         self.classes: list[ClassInfo] = list(classes or [])
+        self.metadata: dict[str, Any] = {}  # what the model file stores besides the weights (set on load)
         self.spefe = SpectralExtractor(bands, embed=EMBED)
-        self.spefr = SpectralRefiner(EMBED, size=se_size, depth=se_depth)
-        self.spafe = SpatialExtractor(EMBED, 64)
-        self.classifier = nn.Conv2d(64, n_classes, 3)
+        self.spefr = SpectralRefiner(EMBED, size=config.se_size, depth=config.refiner_depth)
+        self.spafe = SpatialExtractor(EMBED, SPATIAL)
+        self.classifier = nn.Conv2d(SPATIAL, n_classes, 3)
         self.aux = nn.Linear(EMBED, n_classes)
         self.radius = self.spefe.radius + self.spefr.radius + self.spafe.radius + conv_radius(self.classifier)
-        self.window = patch + 2 * self.radius
+        self.window = config.patch + 2 * self.radius
         self.reach = self.window // 2
         self.register_buffer("band_mean", torch.zeros(bands))
         self.register_buffer("band_std", torch.ones(bands))
+
+    def architecture(self) -> dict[str, Any]:
+        """Everything needed to rebuild this module (before its weights): ``CSSD(**arch)``."""
+        return {"bands": self.bands, "n_classes": self.n_classes, "config": asdict(self.config)}
+
+    def floats_per_pixel(self) -> int:
+        """float32 values the dense forward holds per pixel of a tile at its peak: the input
+        spectrum, SpeFE's features, SpeFR's blocks and their merge, SpaFE and the logits
+        (chunk sizing reads this)."""
+        return self.bands + (2 + self.config.refiner_depth) * EMBED + 2 * SPATIAL
+
+    def flops_per_pixel(self) -> int:
+        """Floating-point operations of the dense forward per output pixel (2 per
+        multiply-add), counted from the layer shapes; element-wise work is left out."""
+        e, k, p = self.spefe, self.n_classes, self.patch
+        macs = e.channels * 3 * e.segments * e.wide + e.embed * e.wide * e.segments  # SpeFE
+        macs += self.config.refiner_depth * EMBED * EMBED  # SpeFR attention (1x1 convolutions)
+        macs += EMBED * SPATIAL * 9 + SPATIAL * k * 9  # SpaFE, classifier
+        macs += p * p * ((EMBED + k) if self.config.pooling == "sap" else k)  # SAP: cosine weights and weighted sum
+        return 2 * macs
 
     def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         """Per-band statistics of the training scene; raw values are standardised with them."""
@@ -76,7 +155,7 @@ class CSSD(nn.Module):
 
     def _pooled(self, feats: torch.Tensor) -> torch.Tensor:
         z = self.classifier(self.spafe(self.spefr(feats)))
-        if self.pooling == "mean":  # the ablation / plain-CNN head: unweighted mean over P x P
+        if self.config.pooling == "mean":  # the ablation / plain-CNN head: unweighted mean over P x P
             return F.avg_pool2d(z, self.patch, stride=1)
         r = self.radius
         aligned = feats[..., r:feats.shape[-2] - r, r:feats.shape[-1] - r]
@@ -104,15 +183,10 @@ class CSSD(nn.Module):
         c = self.window // 2
         return self._pooled(feats)[:, :, 0, 0], self.aux(feats[:, :, c, c])
 
-    def flops_per_pixel(self) -> int:
-        """Floating-point operations of the dense forward per output pixel (2 per
-        multiply-add), counted from the layer shapes; element-wise work is left out."""
-        e, k, p = self.spefe, self.n_classes, self.patch
-        macs = e.channels * 3 * e.segments * e.wide + e.embed * e.wide * e.segments  # SpeFE
-        macs += self.se_depth * EMBED * EMBED  # SpeFR attention (1x1 convolutions)
-        macs += EMBED * 64 * 9 + 64 * k * 9  # SpaFE, classifier
-        macs += p * p * ((EMBED + k) if self.pooling == "sap" else k)  # SAP: cosine weights and weighted sum
-        return 2 * macs
+    def loss(self, patch_logits: torch.Tensor, aux_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss of this model's settings (see :func:`distillation_loss`)."""
+        c = self.config
+        return distillation_loss(patch_logits, aux_logits, target, c.tau, c.eps, c.auxiliary)
 
     def _check_window(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.bands or x.shape[-1] != self.window or x.shape[-2] != self.window:
@@ -125,8 +199,11 @@ def distillation_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, targ
     y~ = eps * softmax(aux / tau) + (1 - eps) * onehot(target). Without ``auxiliary`` (a plain
     CNN) only CE(onehot, patch) is left."""
     onehot = F.one_hot(target, patch_logits.shape[1]).to(patch_logits.dtype)
-    ce = lambda logits, y: -(y * F.log_softmax(logits, dim=1)).sum(1).mean()  # noqa: E731
+
+    def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
+
     if not auxiliary:
-        return ce(patch_logits, onehot)
+        return cross_entropy(patch_logits, onehot)
     soft = eps * torch.softmax(aux_logits.detach() / tau, dim=1) + (1 - eps) * onehot
-    return ce(patch_logits, soft) + ce(aux_logits, soft)
+    return cross_entropy(patch_logits, soft) + cross_entropy(aux_logits, soft)

@@ -3,26 +3,27 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import torch
 
 from ..classes import classes_from_json, classes_to_json
-from ..errors import CssdError
-from ..paths import publish
+from ..errors import CssdError, first_line
+from ..outputs import OutputSet, output_file
 from .cssd import CSSD
 
 FORMAT = "cssd-geo-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the architecture is CSSD.architecture(); 1 (flat settings) is still read
 _KEY = "cssd_geo"
 
 
-def save_model(model: CSSD, path: str | os.PathLike, metadata: dict[str, Any]) -> None:
-    """Write weights and metadata to ``path`` atomically (temporary file, then rename).
+def save_model(model: CSSD, path: str | os.PathLike[str], metadata: dict[str, Any],
+               outputs: OutputSet | None = None) -> None:
+    """Write weights and metadata to ``path`` through a temporary file: renamed when written,
+    or, with ``outputs``, when that set of a run's outputs is published.
 
     ``metadata`` holds what travels with the model besides the architecture: band names and
-    wavelengths, training pixels, scene CRS/transform, package version.
+    wavelengths, training pixels, scene CRS/transform, training settings.
     """
     from safetensors.torch import save_file
 
@@ -31,23 +32,13 @@ def save_model(model: CSSD, path: str | os.PathLike, metadata: dict[str, Any]) -
     path = os.fspath(path)
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
-        "architecture": {"bands": model.bands, "n_classes": model.n_classes, "patch": model.patch,
-                         "se_size": model.se_size, "se_depth": model.se_depth,
-                         "tau": model.tau, "eps": model.eps, "pooling": model.pooling},
+        "architecture": model.architecture(),
         "radius": model.radius, "window": model.window, "classes": json.loads(classes_to_json(model.classes)),
         **metadata,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cssd-partial-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with output_file(path, outputs) as tmp:
         save_file(tensors, tmp, metadata={_KEY: json.dumps(header)})
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,7 +61,7 @@ def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
                         "give a file written by 'cssd-geo train'") from exc
     if header.get("format") != FORMAT:
         raise CssdError(f"{path}: not a cssd-geo model file; give a file written by 'cssd-geo train'")
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in (1, FORMAT_VERSION):
         raise CssdError(f"{path}: model format version {header.get('format_version')} (written by cssd-geo "
                         f"{header.get('package_version')}) is not readable by this version (format "
                         f"{FORMAT_VERSION}); retrain the model or use that cssd-geo version")
@@ -86,14 +77,26 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     from safetensors.torch import load_file
 
     header = read_model_metadata(path)
-    arch = header["architecture"]
-    model = CSSD(arch["bands"], arch["n_classes"], patch=arch["patch"], se_size=arch["se_size"],
-                 se_depth=arch["se_depth"], tau=arch["tau"], eps=arch["eps"],
-                 classes=classes_from_json(json.dumps(header["classes"])), pooling=arch.get("pooling", "sap"))
+    arch = header["architecture"] if header["format_version"] != 1 else _architecture_v1(header)
+    try:
+        model = CSSD(**arch, classes=classes_from_json(json.dumps(header["classes"])))
+    except (TypeError, ValueError, CssdError) as exc:
+        raise CssdError(f"{path}: the stored architecture is not one this version builds ({first_line(exc)}); "
+                        "retrain the model or use the cssd-geo version that wrote it") from exc
     try:
         model.load_state_dict(load_file(os.fspath(path), device="cpu"), strict=True)
     except RuntimeError as exc:
-        raise CssdError(f"{path}: the weights do not match the stored architecture ({str(exc).splitlines()[0]}); "
+        raise CssdError(f"{path}: the weights do not match the stored architecture ({first_line(exc)}); "
                         "the file is damaged, retrain the model") from exc
     model.metadata = header
     return model.to(device).eval()
+
+
+def _architecture_v1(header: dict[str, Any]) -> dict[str, Any]:
+    """The architecture of a format-1 file (flat settings; SpeFR depth named ``se_depth``;
+    the auxiliary loss and its use were a training option) in today's layout."""
+    flat = dict(header["architecture"])
+    config = {"patch": flat["patch"], "se_size": flat["se_size"], "refiner_depth": flat["se_depth"],
+              "pooling": flat.get("pooling", "sap"), "tau": flat["tau"], "eps": flat["eps"],
+              "auxiliary": (header.get("train_config") or {}).get("auxiliary", True)}
+    return {"bands": flat["bands"], "n_classes": flat["n_classes"], "config": config}

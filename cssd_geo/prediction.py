@@ -1,0 +1,166 @@
+"""A prediction run: the scene as a Dask-chunked array, each chunk computed with the model's
+halo (:mod:`cssd_geo.blocks`, :mod:`cssd_geo.tiling`), streamed by a :class:`~cssd_geo.runner.Runner`
+into the writers of the output layers (:mod:`cssd_geo.io.writers`), all outputs published
+together at the end (:mod:`cssd_geo.outputs`)."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .bands import check_compatible
+from .blocks import BlockJob, Layer, block_outputs, default_chunk, predict_block
+from .config import PredictConfig
+from .device import resolve_device
+from .errors import CssdError, reading
+from .io.scene import open_scene, scene_grid, scene_nodata
+from .io.writers import GeoTiffMaps, MapWriter, ZarrMapWriter, map_encoding, side_outputs, write_quicklook
+from .model import CSSD, load_model
+from .outputs import OutputSet, check_output
+from .progress import Progress
+from .runner import Runner
+
+
+@dataclass
+class PredictResult:
+    """What a prediction run produced."""
+
+    map_path: str
+    pixels: int
+    seconds: float
+    chunk: int
+    extra_outputs: list[str] = field(default_factory=list)
+
+
+def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] | xr.DataArray,
+            output: str | os.PathLike[str], config: PredictConfig | None = None,
+            progress: Progress | None = None) -> PredictResult:
+    """Write the class map of ``scene`` predicted by ``model`` to ``output``: a GeoTIFF
+    (``.tif``; ``config.cog`` for a Cloud-Optimized one) or a Zarr store (``.zarr``), with
+    the side outputs ``config`` asks for; all of them or, on a failure, none."""
+    config = config or PredictConfig()
+    progress = progress or Progress()
+    config.validate()
+    names = _Names(model, scene, os.fspath(output))
+    layers = _layers(config)
+    extra = side_outputs(names.output, layers) if not names.zarr else {}
+    _check_request(names, config, isinstance(model, CSSD), extra)
+    device = resolve_device(config.device) if not config.scheduler else None
+    net = model if isinstance(model, CSSD) else load_model(model)
+    da = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
+    check_compatible(net, da, names.scene, names.model)
+    grid = scene_grid(da)
+    chunk = config.chunk or default_chunk(net, device=device)
+    dtype, map_nodata = map_encoding(net.classes)
+    if config.scheduler:  # each worker loads the model file once
+        job_model: CSSD | str = os.path.abspath(names.model)
+        job_device = "cpu" if config.device == "auto" else config.device
+    else:
+        job_model, job_device = net.to(device).eval(), str(device)
+    job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), layers,
+                   tuple(c.id for c in net.classes), map_nodata)
+    arrays = _split_layers(block_outputs(da, net, job, chunk), layers, net.n_classes, dtype)
+    runner = Runner(progress, predict_block.__name__, device, config.scheduler)
+    n_chunks = arrays["classes"].numblocks[0] * arrays["classes"].numblocks[1]
+    progress.stage("predict", runner.steps(n_chunks, len(arrays)))
+    start = time.perf_counter()
+    counter = _ValidPixels(map_nodata, names.scene)
+    with reading(names.scene), OutputSet() as outputs:
+        writer: MapWriter = ZarrMapWriter(names.output, grid, net.classes, map_nodata, arrays, outputs) \
+            if names.zarr else GeoTiffMaps(names.output, grid, net.classes, layers, outputs,
+                                           tags={"CSSD_MODEL": os.path.basename(names.model)}, cog=config.cog)
+        with writer:
+            targets = {name: counter.wrap(t) if name == "classes" else t for name, t in writer.targets.items()}
+            runner.store([arrays[n] for n in layers], [targets[n] for n in layers])
+            counter.check()
+        if config.quicklook:
+            write_quicklook(writer.readable_map, config.quicklook, outputs, name=names.output)
+    seconds = time.perf_counter() - start
+    progress.message(f"map written to {names.output} ({grid.width} x {grid.height} px, chunk {chunk}, "
+                     f"{seconds:.1f} s)")
+    if config.quicklook:
+        progress.message(f"quicklook written to {config.quicklook}")
+    return PredictResult(names.output, grid.width * grid.height, seconds, chunk, list(extra.values()))
+
+
+class _Names:
+    """How a run names its model, scene and output in messages, and the output's kind."""
+
+    def __init__(self, model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] | xr.DataArray,
+                 output: str) -> None:
+        self.model = os.fspath(model) if not isinstance(model, CSSD) else "(in memory)"
+        self.scene = os.fspath(scene) if not isinstance(scene, xr.DataArray) else scene.attrs.get("source", "scene")
+        self.output = output
+        ext = os.path.splitext(output.rstrip("/"))[1].lower()
+        if ext not in (".tif", ".tiff", ".zarr"):
+            raise CssdError(f"{output}: give an output name ending in .tif (GeoTIFF) or .zarr (Zarr store)")
+        self.zarr = ext == ".zarr"
+
+
+def _check_request(names: _Names, config: PredictConfig, in_memory: bool, extra: dict[str, str]) -> None:
+    """Refuse, before any work, a request that cannot be written."""
+    if names.zarr and config.cog:
+        raise CssdError(f"{names.output}: --cog makes a GeoTIFF; drop it or write a .tif")
+    for path in (names.output, *extra.values(), *([config.quicklook] if config.quicklook else [])):
+        check_output(path, config.overwrite, inputs=(names.scene, names.model))
+    if config.scheduler and in_memory:
+        raise CssdError("a cluster run loads the model on each worker: pass the model file path")
+
+
+def _layers(config: PredictConfig) -> tuple[Layer, ...]:
+    """The output layers ``config`` asks for, in the order a block returns them."""
+    layers: tuple[Layer, ...] = ("classes",)
+    if config.probabilities:
+        layers += ("probabilities",)
+    if config.confidence:
+        layers += ("confidence",)
+    return layers
+
+
+def _split_layers(stack: Any, layers: tuple[Layer, ...], n_classes: int, map_dtype: str) -> dict[str, Any]:
+    """The lazy array of each layer, in its stored dtype, from the stacked block outputs."""
+    arrays = {"classes": stack[0].astype(map_dtype)}
+    if "probabilities" in layers:
+        arrays["probabilities"] = stack[1:1 + n_classes].astype(np.uint8)
+    if "confidence" in layers:
+        arrays["confidence"] = stack[-1].astype(np.uint8)
+    return arrays
+
+
+class _ValidPixels:
+    """Counts the mapped (not nodata) pixels written through a class map target."""
+
+    def __init__(self, nodata: int, scene_name: str) -> None:
+        self.nodata, self.scene_name, self.count, self._lock = nodata, scene_name, 0, threading.Lock()
+
+    def wrap(self, target: Any) -> _CountingTarget:
+        """``target`` (a block writer's ``target[key] = block``) that also counts the block's valid pixels."""
+        return _CountingTarget(self, target)
+
+    def add(self, block: np.ndarray) -> None:
+        """Count the valid pixels of one written block (blocks arrive from several threads)."""
+        valid = int(np.count_nonzero(np.asarray(block) != self.nodata))
+        with self._lock:
+            self.count += valid
+
+    def check(self) -> None:
+        """Refuse a map without a single classified pixel (raised before the map is kept)."""
+        if self.count == 0:
+            raise CssdError(f"{self.scene_name}: every pixel is nodata (or NaN/inf in some band), so the map would be "
+                            "empty; check the scene's nodata value (e.g. gdal_edit.py -a_nodata)")
+
+
+class _CountingTarget:
+    """A dask.array.store target that counts valid pixels into a :class:`_ValidPixels` then writes."""
+
+    def __init__(self, counter: _ValidPixels, target: Any) -> None:
+        self.counter, self.target = counter, target
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        self.counter.add(block)
+        self.target[key] = block

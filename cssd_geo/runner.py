@@ -1,0 +1,120 @@
+"""Computing a prediction's dask graph: on this machine (threads, progress, cancel, memory
+bounded by the chunk size) or on a Dask distributed cluster (the ``[cluster]`` extra)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import torch
+from dask.callbacks import Callback
+
+from .errors import CssdError
+from .progress import Progress
+
+BATCH_PER_THREAD = 4  # chunks computed per scheduler call and thread (see Runner.store)
+SCHEDULER_TIMEOUT = "30s"  # how long to try to reach a --scheduler
+
+
+class _DaskProgress(Callback):
+    """Forwards finished chunk tasks of the local scheduler to a Progress; cancels on request."""
+
+    def __init__(self, progress: Progress, name: str) -> None:
+        super().__init__()
+        self.progress, self.name = progress, name
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        # a chunk's task: named after the block function, alone or fused with its neighbours
+        # in the graph (astype-getitem-...-predict_block-store-map)
+        if isinstance(key, tuple) and isinstance(key[0], str) and self.name in key[0]:
+            self.progress.advance(1)
+        self.progress.check("prediction")
+
+
+class Runner:
+    """Stores lazy arrays into writer targets, locally or on the cluster at ``scheduler``.
+
+    ``task_name`` is the name of the block function (its tasks are counted for progress);
+    ``device`` is the local torch device (None for a cluster run).
+    """
+
+    def __init__(self, progress: Progress, task_name: str, device: torch.device | None,
+                 scheduler: str | None = None) -> None:
+        self.progress, self.task_name, self.device, self.scheduler = progress, task_name, device, scheduler
+
+    def steps(self, chunks: int, layers: int) -> int:
+        """Progress steps of a run of ``chunks`` chunks and ``layers`` output layers: a chunk
+        task locally (its layers are computed together), a block per layer on a cluster."""
+        return chunks * (layers if self.scheduler else 1)
+
+    def store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
+        """Compute ``sources`` (same chunking in y, x) and write each block into its target."""
+        if self.scheduler:
+            self._cluster_store(sources, targets)
+        else:
+            self._local_store(sources, targets)
+
+    def _workers(self) -> int:
+        """Dask threads: one per core on a CPU, two (one reading, one computing) on a GPU."""
+        return max(1, os.cpu_count() or 1) if self.device is None or self.device.type == "cpu" else 2
+
+    def _local_store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
+        """A few chunks at a time (a run of chunks along one row, four per thread): the
+        scheduler never reads ahead of that run, so memory is bounded by the chunk size and
+        the number of threads, whatever the scene size."""
+        workers = self._workers()
+        rows, cols = sources[0].chunks[-2:]
+        run = min(len(cols), BATCH_PER_THREAD * workers)
+        row_bounds, col_bounds = np.cumsum((0,) + rows), np.cumsum((0,) + cols)
+        # CPU: one torch thread per dask thread, so chunks run side by side without
+        # oversubscribing the cores; reading and writing overlap with compute.
+        threads = torch.get_num_threads()
+        if self.device is not None and self.device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        try:
+            with dask.config.set(scheduler="threads", num_workers=workers), \
+                    _DaskProgress(self.progress, self.task_name):
+                for i in range(len(rows)):
+                    for j in range(0, len(cols), run):
+                        r0, r1 = int(row_bounds[i]), int(row_bounds[i + 1])
+                        c0, c1 = int(col_bounds[j]), int(col_bounds[min(j + run, len(cols))])
+                        part = [s[..., r0:r1, c0:c1] for s in sources]
+                        regions = [(slice(None),) * (s.ndim - 2) + (slice(r0, r1), slice(c0, c1)) for s in sources]
+                        dask.compute(dsa.store(part, list(targets), regions=regions, lock=False, compute=False))
+        finally:
+            torch.set_num_threads(threads)
+
+    def _client(self) -> Any:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise CssdError(f"--scheduler {self.scheduler}: a cluster run needs the 'distributed' package, which is "
+                            "not installed; install it with: pip install 'cssd-geo[cluster]'") from exc
+        try:
+            return Client(self.scheduler, timeout=SCHEDULER_TIMEOUT)
+        except OSError as exc:
+            raise CssdError(f"--scheduler {self.scheduler}: cannot reach the Dask scheduler ({exc}); "
+                            "check the address and that the cluster is running") from exc
+
+    def _cluster_store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
+        """Blocks are computed on the workers; each finished block comes back and is written here."""
+        from distributed import as_completed
+
+        with self._client() as client:
+            self.progress.message(f"running on {self.scheduler}; Dask dashboard: {client.dashboard_link}")
+            blocks, places = [], []
+            for source, target in zip(sources, targets):
+                for index in np.ndindex(*source.numblocks):
+                    blocks.append(source.blocks[index])
+                    places.append((target, tuple(slice(sum(c[:i]), sum(c[:i + 1]))
+                                                 for c, i in zip(source.chunks, index))))
+            futures = client.compute(blocks)
+            where = {f.key: p for f, p in zip(futures, places)}
+            for future in as_completed(futures):
+                self.progress.check("prediction")
+                target, key = where[future.key]
+                target[key] = future.result()
+                self.progress.advance(1)

@@ -1,0 +1,91 @@
+"""Tiles and the scene border: the one rule for pixels outside the scene, the halo a chunk
+reads, and the chunk size.
+
+The border rule is numpy's ``pad(mode="reflect")``: the scene is mirrored about its edge
+pixels (index -1 reads row 1, index ``size`` reads row ``size - 2``), repeated for indices
+further out, and a one-pixel axis repeats its pixel. Training windows and prediction chunks
+both read through :func:`reflect_index`, so a pixel's prediction never depends on whether it
+was computed from a window or from a chunk.
+
+Dask's own ``map_overlap(boundary="reflect")`` is not used: it mirrors *including* the edge
+pixel (numpy's "symmetric": index -1 reads row 0), which would differ from the training
+windows by one pixel at every border, and it cannot pad more than one chunk deep.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from .errors import CssdError
+
+CHUNK_MEMORY = 128 * 2 ** 20  # bytes one chunk's forward pass may take on a CPU; sets the default --chunk
+
+
+def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Map indices outside ``0..size-1`` back inside by the border rule (see the module)."""
+    index = np.asarray(index)
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    m = np.mod(index, period)
+    return np.where(m < size, m, period - m)
+
+
+def read_window(da: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+    """Rows ``row0:row1`` and columns ``col0:col1`` of a (band, y, x) scene as float32,
+    reaching past the scene by the border rule; invalid pixels are NaN in every band."""
+    from .io.scene import mask_invalid, scene_nodata
+
+    height, width = int(da.sizes["y"]), int(da.sizes["x"])
+    rows = reflect_index(np.arange(row0, row1), height)
+    cols = reflect_index(np.arange(col0, col1), width)
+    r_lo, r_hi, c_lo, c_hi = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    block = np.asarray(da.data[:, r_lo:r_hi, c_lo:c_hi])
+    block = block[:, rows - r_lo][:, :, cols - c_lo].astype(np.float32, copy=False)
+    return mask_invalid(block, scene_nodata(da))
+
+
+def pad_halo(data: dsa.Array, halo: int) -> dsa.Array:
+    """Pad the two spatial axes of a lazy (band, y, x) array by ``halo`` pixels on each side
+    by the border rule: the pad is the scene's own rows and columns picked by
+    :func:`reflect_index`, so it matches training windows for any halo and any scene size."""
+    for axis in (1, 2):
+        size = data.shape[axis]
+        before = reflect_index(np.arange(-halo, 0), size)
+        after = reflect_index(np.arange(size, size + halo), size)
+        data = dsa.concatenate([dsa.take(data, before, axis=axis), data, dsa.take(data, after, axis=axis)],
+                               axis=axis)
+    return data
+
+
+def map_with_halo(function: Callable[..., np.ndarray], data: dsa.Array, halo: int, chunk: int, out_bands: int,
+                  **kwargs: Any) -> dsa.Array:
+    """Lazy (``out_bands``, y, x) float32 array of ``function`` over ``data`` (band, y, x) in
+    ``chunk`` x ``chunk`` tiles: each call gets its tile plus ``halo`` pixels of neighbours on
+    every side (the border rule outside the scene) and returns the tile's core, so the result
+    does not depend on ``chunk``. ``kwargs`` go to every call."""
+    if chunk < halo:
+        raise CssdError(f"--chunk {chunk}: smaller than the model's halo of {halo} pixels; use at least {halo}")
+    data = data.rechunk((-1, chunk, chunk))
+    rows, cols = data.chunks[1], data.chunks[2]
+
+    def grow(sizes: tuple[int, ...]) -> tuple[int, ...]:
+        """Chunks of the padded axis: the pad joins the first and last chunk."""
+        return (sizes[0] + 2 * halo,) if len(sizes) == 1 else (sizes[0] + halo, *sizes[1:-1], sizes[-1] + halo)
+
+    padded = pad_halo(data, halo).rechunk((-1, grow(rows), grow(cols)))
+    return dsa.map_overlap(function, padded, depth={0: 0, 1: halo, 2: halo}, boundary="none", trim=False,
+                           dtype=np.float32, chunks=((out_bands,), rows, cols),
+                           meta=np.empty((0, 0, 0), np.float32), **kwargs)
+
+
+def chunk_side(floats_per_pixel: int, halo: int, memory: int = CHUNK_MEMORY) -> int:
+    """Chunk side whose tile plus halo holds ``floats_per_pixel`` float32 values per pixel in
+    ``memory`` bytes: a multiple of 32 between 64 and 2048."""
+    side = int(math.sqrt(memory / (4 * floats_per_pixel))) - 2 * halo
+    return int(min(2048, max(64, side // 32 * 32)))

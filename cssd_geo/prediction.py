@@ -70,11 +70,11 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     progress.stage("predict", runner.steps(n_chunks, len(arrays)))
     start = time.perf_counter()
     counter = _ValidPixels(map_nodata, names.scene)
-    with reading(names.scene), OutputSet() as outputs:
+    with OutputSet() as outputs:
         writer: MapWriter = ZarrMapWriter(names.output, grid, net.classes, map_nodata, arrays, outputs) \
             if names.zarr else GeoTiffMaps(names.output, grid, net.classes, layers, outputs,
                                            tags={"CSSD_MODEL": os.path.basename(names.model)}, cog=config.cog)
-        with writer:
+        with reading(names.scene), writer:
             targets = {name: counter.wrap(t) if name == "classes" else t for name, t in writer.targets.items()}
             runner.store([arrays[n] for n in layers], [targets[n] for n in layers])
             counter.check()

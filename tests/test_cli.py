@@ -150,3 +150,43 @@ def test_json_progress_lines(trained, tmp_path, capsys):
     assert stage == {"stage": "predict", "total": 9}  # 36 x 42 px in 16 px chunks: 3 x 3
     assert sum(e.get("advance", 0) for e in events) == 9
     assert any("map written to" in e.get("message", "") for e in events)
+
+
+@pytest.mark.parametrize("command, kind", [("train", "TrainConfig"), ("predict", "PredictConfig"),
+                                           ("evaluate", "EvaluateConfig")])
+def test_every_config_option_is_a_cli_option(command, kind):
+    """The CLI builds configs from its parser by option name: each option of a config (the
+    model's included) has exactly one command-line flag, and parsing no flag gives the defaults."""
+    import argparse
+
+    from cssd_geo import config
+
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    dests = [a.dest for a in sub._actions]
+    names = config.option_names(getattr(config, kind))
+    assert sorted(n for n in dests if n in names) == sorted(names)
+    positional = {"train": ["s.tif", "--labels", "l.shp", "-o", "m.cssd"], "predict": ["m.cssd", "s.tif", "-o", "x.tif"],
+                  "evaluate": ["x.tif", "--labels", "l.shp"]}[command]
+    args = parser.parse_args([command, *positional])
+    assert cli._config(getattr(config, kind), args) == getattr(config, kind)()
+
+
+def test_model_options_reach_the_model_config():
+    from cssd_geo.config import TrainConfig
+
+    args = cli._parser().parse_args(["train", "s.tif", "--labels", "l.shp", "-o", "m.cssd", "--patch", "7",
+                                     "--se-size", "5", "--refiner-depth", "0", "--pooling", "mean",
+                                     "--no-auxiliary", "--tau", "3", "--eps", "0.25", "--lr", "0.01"])
+    config = cli._config(TrainConfig, args)
+    assert config.learning_rate == 0.01
+    assert (config.model.patch, config.model.se_size, config.model.refiner_depth, config.model.pooling,
+            config.model.auxiliary, config.model.tau, config.model.eps) == (7, 5, 0, "mean", False, 3.0, 0.25)
+
+
+def test_unknown_option_is_refused():
+    from cssd_geo.config import TrainConfig, from_options
+    from cssd_geo.errors import CssdError
+
+    with pytest.raises(CssdError, match="unknown option.*se_depth"):
+        from_options(TrainConfig, {"se_depth": 3})

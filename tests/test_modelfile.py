@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 
@@ -83,3 +84,47 @@ def test_ablation_architecture_round_trips(tmp_path):
     assert (loaded.config.refiner_depth, loaded.config.pooling, loaded.window) == (0, "mean", 9)
     x = torch.randn(2, 8, 9, 9)
     assert torch.allclose(model(x), loaded(x))
+
+
+def test_architecture_rebuilds_the_module():
+    config = ModelConfig(patch=7, se_size=5, refiner_depth=1, pooling="mean", auxiliary=False, tau=1.5, eps=0.1)
+    model = CSSD(10, 4, config)
+    arch = json.loads(json.dumps(model.architecture()))  # as stored in the file
+    again = CSSD(**arch)
+    assert again.config == config and (again.bands, again.n_classes, again.window) == (10, 4, model.window)
+    assert [k for k, _ in again.state_dict().items()] == [k for k, _ in model.state_dict().items()]
+
+
+def test_a_format_1_model_file_still_loads(tmp_path):
+    """Files written before the architecture was ModelConfig: flat settings, SpeFR depth named
+    se_depth, the auxiliary switch in the training config."""
+    from safetensors.torch import save_file
+
+    model = CSSD(8, 2, ModelConfig(patch=5, refiner_depth=1, auxiliary=False, tau=3.0)).eval()
+    header = {"format": "cssd-geo-model", "format_version": 1, "package_version": "0.1.0",
+              "architecture": {"bands": 8, "n_classes": 2, "patch": 5, "se_size": 3, "se_depth": 1,
+                               "tau": 3.0, "eps": 0.5, "pooling": "sap"},
+              "classes": [{"id": 1, "name": "a", "color": [1, 2, 3]}, {"id": 2, "name": "b", "color": [4, 5, 6]}],
+              "train_config": {"auxiliary": False}}
+    path = tmp_path / "old.cssd"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"cssd_geo": json.dumps(header)})
+    loaded = cssd_geo.load_model(path)
+    assert loaded.config == model.config
+    x = torch.randn(2, 8, model.window, model.window)
+    assert torch.allclose(model(x), loaded(x))
+
+
+def test_an_architecture_this_version_cannot_build_is_explained(tmp_path):
+    model = CSSD(8, 2, ModelConfig(patch=5))
+    path = tmp_path / "m.cssd"
+    save_model(model, path, {})
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads(f.metadata()["cssd_geo"])
+    header["architecture"]["config"]["dropout"] = 0.5
+    save_file(load_file(str(path)), str(path), metadata={"cssd_geo": json.dumps(header)})
+    with pytest.raises(CssdError, match="stored architecture is not one this version builds.*dropout"):
+        cssd_geo.load_model(path)

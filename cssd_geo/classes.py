@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 # A qualitative palette of 20 well-separated colours; classes beyond it cycle.
@@ -46,8 +46,3 @@ def classes_from_json(text: str) -> list[ClassInfo]:
     """Parse what :func:`classes_to_json` wrote."""
     return [ClassInfo(int(d["id"]), str(d["name"]), tuple(int(v) for v in d["color"]))
             for d in json.loads(text)]
-
-
-def as_dicts(classes: Sequence[ClassInfo]) -> list[dict]:
-    """The class table as plain dictionaries."""
-    return [asdict(c) for c in classes]

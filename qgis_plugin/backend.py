@@ -100,17 +100,18 @@ def run(command: str, inputs: dict, options: dict, feedback) -> str:
 
 def _run_in_process(command: str, inputs: dict, options: dict, feedback) -> str:
     import cssd_geo
+    from cssd_geo.config import from_options
 
     progress = _feedback_progress(feedback)
     try:
         if command == "train":
             cssd_geo.train(inputs["scene"], inputs["labels"], inputs["output"],
-                           cssd_geo.TrainConfig(**options), progress)
+                           from_options(cssd_geo.TrainConfig, options), progress)
         elif command == "predict":
             cssd_geo.predict(inputs["model"], inputs["scene"], inputs["output"],
-                             cssd_geo.PredictConfig(**options), progress)
+                             from_options(cssd_geo.PredictConfig, options), progress)
         else:
-            return cssd_geo.evaluate(inputs["map"], inputs["labels"], cssd_geo.EvaluateConfig(**options),
+            return cssd_geo.evaluate(inputs["map"], inputs["labels"], from_options(cssd_geo.EvaluateConfig, options),
                                      progress).table()
     except cssd_geo.Cancelled:
         raise QgsProcessingException("cancelled; nothing was written to the output")

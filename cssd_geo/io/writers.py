@@ -156,10 +156,6 @@ class ClassMapWriter(GeoTiffWriter):
         self.ds.update_tags(1, **{f"CLASS_{c.id}": c.name for c in self.classes})
         return self
 
-    def write(self, row: int, col: int, ids: np.ndarray) -> None:
-        """Write a block of class ids (nodata already set) at ``row``, ``col``."""
-        self[slice(row, row + ids.shape[0]), slice(col, col + ids.shape[1])] = ids
-
     def _finish(self) -> None:
         super()._finish()
         with output_file(os.path.splitext(self.path)[0] + ".qml", self.outputs) as tmp, \

@@ -101,9 +101,9 @@ class Runner:
 
     def _cluster_store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
         """Blocks are computed on the workers; each finished block comes back and is written here."""
-        from distributed import as_completed
-
         with self._client() as client:
+            from distributed import as_completed  # importable: _client has checked the [cluster] extra
+
             self.progress.message(f"running on {self.scheduler}; Dask dashboard: {client.dashboard_link}")
             blocks, places = [], []
             for source, target in zip(sources, targets):

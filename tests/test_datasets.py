@@ -41,6 +41,16 @@ def test_mat_errors_name_the_file(tmp_path):
         datasets.load("pavia", tmp_path)
 
 
+def test_mat_file_missing_or_v73(tmp_path):
+    with pytest.raises(CssdError, match=r"salinas_a/SalinasA_corrected.mat: file not found; check the path"):
+        datasets.load("salinas_a", tmp_path)
+    # a MATLAB v7.3 file is HDF5 behind a 128-byte MAT header with version 0x0200
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116, b" ") + bytes(8) + b"\x00\x02IM"
+    (tmp_path / "big.mat").write_bytes(header + bytes(384))
+    with pytest.raises(CssdError, match=r"big.mat: a MATLAB v7.3 \(HDF5\) file; save it with -v7 or read it with h5py"):
+        datasets.load_mat(str(tmp_path / "big.mat"))
+
+
 def _two_class_labels():
     """Class 1: 40 pixels in two fields of 20; class 2: 6 pixels in three fields of 2."""
     labels = np.zeros((12, 12), np.int32)

@@ -5,9 +5,11 @@ geometries) must work and say what was done."""
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,8 @@ import rasterio
 import rasterio.shutil
 from rasterio.transform import from_origin
 
-from cssd_geo import cli
+import cssd_geo
+from cssd_geo import CssdError, cli
 from tests.conftest import CRS, ORIGIN, PIXEL, make_cube, write_scene, write_stripe_labels
 
 FAST = ["--epochs", "1", "--shots", "2", "--patch", "5", "--seed", "0", "--device", "cpu"]
@@ -34,6 +37,14 @@ def workspace(tmp_path_factory):
     model = root / "model.cssd"
     assert cli.main(["--quiet", "train", scene, "--labels", labels, "-o", str(model), *FAST]) == 0
     return {"root": root, "cube": cube, "scene": scene, "labels": labels, "model": str(model)}
+
+
+@pytest.fixture(scope="module")
+def class_map(workspace):
+    """The workspace scene's class map, for the evaluate cases."""
+    path = workspace["root"] / "map.tif"
+    assert cli.main(["--quiet", "predict", workspace["model"], workspace["scene"], "-o", str(path)]) == 0
+    return str(path)
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -117,6 +128,57 @@ def test_scene_with_a_single_band(workspace, capsys, tmp_path):
     code, err = run_cli(capsys, "train", path, "--labels", workspace["labels"], "-o", tmp_path / "m.cssd", *FAST)
     assert_one_line_error(code, err, "one.tif", "has 1 band(s)", "at least 3 bands")
     assert not (tmp_path / "m.cssd").exists()
+
+
+def test_scene_folder_not_a_raster(workspace, capsys, tmp_path):
+    (tmp_path / "tiles").mkdir()
+    code, err = run_cli(capsys, "predict", workspace["model"], tmp_path / "tiles", "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "tiles: is a folder, not a raster", "give a GeoTIFF/ENVI file or a .zarr store")
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_scene_with_subdatasets(workspace, capsys, tmp_path):
+    import xarray as xr
+
+    with rasterio.Env() as env:
+        if "netCDF" not in env.drivers():
+            pytest.skip("this GDAL has no netCDF driver")
+    grid = {"y": np.arange(4.0), "x": np.arange(5.0)}
+    xr.Dataset({"a": (("y", "x"), np.zeros((4, 5), "f4")), "b": (("y", "x"), np.ones((4, 5), "f4"))},
+               coords=grid).to_netcdf(tmp_path / "two.nc", engine="scipy")
+    code, err = run_cli(capsys, "predict", workspace["model"], tmp_path / "two.nc", "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "two.nc: holds several subdatasets", "open one of them (e.g. NETCDF:file:var)")
+
+
+def _zarr_store(path, case: str) -> None:
+    import xarray as xr
+
+    grid = {"y": np.arange(4.0), "x": np.arange(5.0)}
+    cube = (("band", "y", "x"), np.zeros((3, 4, 5), "f4"))
+    if case == "unreadable":
+        os.mkdir(path)  # a folder named .zarr with nothing in it
+        return
+    variables = {"none": {"a": (("y", "x"), np.zeros((4, 5), "f4"))},
+                 "two": {"a": cube, "b": cube},
+                 "dims": {"a": (("band", "row", "col"), np.zeros((3, 4, 5), "f4"))},
+                 "empty": {"a": (("band", "y", "x"), np.zeros((0, 4, 5), "f4"))}}[case]
+    xr.Dataset(variables, coords=grid if case != "dims" else None).to_zarr(path, mode="w")
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("unreadable", ["not a readable Zarr store", "give a store written by cssd-geo or xarray"]),
+    ("none", ["must hold exactly one 3-D variable, found none", "the store's only 3-D variable"]),
+    ("two", ["must hold exactly one 3-D variable, found ['a', 'b']", "the store's only 3-D variable"]),
+    ("dims", ["variable 'a' has dims ('band', 'row', 'col'); expected (band, y, x)"]),
+    ("empty", ["the scene is empty ({'band': 0, 'y': 4, 'x': 5})", "use a raster with pixels and bands"]),
+])
+@pytest.mark.filterwarnings("ignore:Consolidated metadata")
+def test_scene_zarr_store_problems(workspace, capsys, tmp_path, case, needles):
+    store = tmp_path / "scene.zarr"
+    _zarr_store(store, case)
+    code, err = run_cli(capsys, "predict", workspace["model"], store, "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "scene.zarr: ", *needles)
+    assert not (tmp_path / "m.tif").exists()
 
 
 def test_scene_nan_and_inf_pixels_are_nodata(workspace, capsys, tmp_path):
@@ -285,6 +347,79 @@ def test_labels_single_class(workspace, capsys, tmp_path):
     assert_one_line_error(code, err, "one.gpkg", "single class", "at least two")
 
 
+def test_labels_no_field_looks_like_a_class_field(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2)], [1, 2], area=[1.5, 2.25]).drop(columns="class_id").to_file(tmp_path / "area.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "area.gpkg", "-o",
+                        tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "area.gpkg: no field looks like a class field",
+                          "choose one with --class-field from: area (float64)")
+
+
+def test_labels_class_field_empty(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2)], [None, None]).to_file(tmp_path / "blank.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "blank.gpkg", "--class-field",
+                        "class_id", "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "blank.gpkg: field 'class_id' is empty in every feature", "fill in the classes")
+
+
+def test_labels_class_field_of_another_type(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2)], [1, 2], area=[1.5, 2.25]).to_file(tmp_path / "area.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "area.gpkg", "--class-field",
+                        "area", "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "area.gpkg: field 'area' holds float values",
+                          "must be all integers or all text", "pick another field")
+
+
+def speck(col: int, row: int):
+    """A polygon inside pixel (row, col) that holds no pixel centre."""
+    from shapely.geometry import box
+
+    x0, y0 = ORIGIN
+    return box(x0 + (col + 0.6) * PIXEL, y0 - (row + 0.9) * PIXEL, x0 + (col + 0.9) * PIXEL, y0 - (row + 0.6) * PIXEL)
+
+
+def test_labels_cover_no_pixel_centre(workspace, capsys, tmp_path):
+    frame([speck(3, 3), speck(20, 5)], [1, 2]).to_file(tmp_path / "specks.gpkg")
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "specks.gpkg", "--class-field",
+                        "class_id", "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "specks.gpkg: the labels cover no pixel centre of the scene",
+                          "use larger polygons, points, or a finer scene")
+
+
+@pytest.mark.parametrize("case", ["between pixel centres", "over nodata"])
+def test_labels_class_without_a_valid_pixel(workspace, capsys, tmp_path, case):
+    scene = workspace["scene"]
+    if case == "over nodata":  # class 3's stripe is nodata in the scene
+        cube = workspace["cube"].copy()
+        cube[:, :, 28:] = -9999
+        scene = raster(tmp_path / "hole.tif", cube, nodata=-9999)
+        water = stripe(3)
+    else:
+        water = speck(35, 5)
+    frame([stripe(1), stripe(2), water], [1, 2, 3], class_name=["roof", "tree", "water"]).to_file(
+        tmp_path / "l.gpkg")
+    code, err = run_cli(capsys, "train", scene, "--labels", tmp_path / "l.gpkg", "--class-field", "class_id",
+                        "-o", tmp_path / "m.cssd", *FAST)
+    assert_one_line_error(code, err, "class 'water' (id 3) covers no valid pixel centre of the scene",
+                          "remove it from the labels or enlarge its polygons")
+    assert not (tmp_path / "m.cssd").exists()
+
+
+@pytest.mark.parametrize("ids, needles", [
+    ([-1, 1, 2], ["class ids must be >= 0 to be stored in a map, got -1", "renumber the classes"]),
+    ([1, 2, 70000], ["class id 70000 is too large for a map (max 65535)", "renumber the classes"]),
+])
+def test_class_ids_a_map_cannot_store(workspace, capsys, tmp_path, ids, needles):
+    frame([stripe(1), stripe(2), stripe(3)], ids).to_file(tmp_path / "ids.gpkg")
+    model, out = tmp_path / "ids.cssd", tmp_path / "m.tif"
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "ids.gpkg", "--class-field",
+                        "class_id", "-o", model, *FAST)
+    assert code == 0, err  # training takes them; the map cannot
+    code, err = run_cli(capsys, "predict", model, workspace["scene"], "-o", out)
+    assert_one_line_error(code, err, *needles)
+    assert not out.exists()
+
+
 # --- model -----------------------------------------------------------------------------------
 
 def test_model_missing(workspace, capsys, tmp_path):
@@ -327,6 +462,56 @@ def test_model_from_an_incompatible_version(workspace, capsys, tmp_path):
     assert_one_line_error(code, err, "future.cssd", "99")
 
 
+def _model_parts(path) -> tuple[dict, dict, dict]:
+    """The tensors, the safetensors metadata and the cssd-geo header of a model file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    return tensors, meta, json.loads(meta["cssd_geo"])
+
+
+@pytest.mark.parametrize("metadata, needles", [
+    (None, ["a safetensors file but not a cssd-geo model (no cssd-geo metadata)"]),
+    ({"format": "pt"}, ["a safetensors file but not a cssd-geo model (no cssd-geo metadata)"]),
+    ({"cssd_geo": json.dumps({"format": "other-tool", "format_version": 1})}, ["not a cssd-geo model file;"]),
+])
+def test_model_safetensors_not_written_by_cssd_geo(workspace, capsys, tmp_path, metadata, needles):
+    from safetensors.torch import save_file
+
+    tensors, _, _ = _model_parts(workspace["model"])
+    save_file(tensors, str(tmp_path / "weights.safetensors"), metadata=metadata)
+    code, err = run_cli(capsys, "predict", tmp_path / "weights.safetensors", workspace["scene"], "-o",
+                        tmp_path / "m.tif")
+    assert_one_line_error(code, err, "weights.safetensors: ", *needles, "give a file written by 'cssd-geo train'")
+
+
+def test_model_architecture_this_version_cannot_build(workspace, capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    tensors, _, header = _model_parts(workspace["model"])
+    header["architecture"]["config"]["dropout"] = 0.1  # a setting from a newer cssd-geo
+    save_file(tensors, str(tmp_path / "newer.cssd"), metadata={"cssd_geo": json.dumps(header)})
+    code, err = run_cli(capsys, "predict", tmp_path / "newer.cssd", workspace["scene"], "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "newer.cssd: the stored architecture is not one this version builds",
+                          "unknown model settings ['dropout']", "retrain the model or use the cssd-geo version")
+
+
+@pytest.mark.parametrize("damage", ["tensor missing", "other architecture"])
+def test_model_weights_do_not_match_the_architecture(workspace, capsys, tmp_path, damage):
+    from safetensors.torch import save_file
+
+    tensors, _, header = _model_parts(workspace["model"])
+    if damage == "tensor missing":
+        del tensors[sorted(tensors)[0]]
+    else:
+        header["architecture"]["config"]["refiner_depth"] = 1
+    save_file(tensors, str(tmp_path / "bad.cssd"), metadata={"cssd_geo": json.dumps(header)})
+    code, err = run_cli(capsys, "predict", tmp_path / "bad.cssd", workspace["scene"], "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "bad.cssd: the weights do not match the stored architecture",
+                          "the file is damaged, retrain the model")
+
+
 def test_model_band_count_mismatch(workspace, capsys, tmp_path):
     other = write_scene(tmp_path / "ten.tif", make_cube(36, 42, 10))
     code, err = run_cli(capsys, "predict", workspace["model"], other, "-o", tmp_path / "m.tif")
@@ -339,6 +524,16 @@ def test_model_wavelength_mismatch(workspace, capsys, tmp_path):
         ds.update_tags(5, wavelength="900")
     code, err = run_cli(capsys, "predict", workspace["model"], shifted, "-o", tmp_path / "m.tif")
     assert_one_line_error(code, err, "shifted.tif", "band 5 is at 900.0 nm")
+
+
+def test_model_band_name_mismatch(workspace, capsys, tmp_path):
+    renamed = write_scene(tmp_path / "renamed.tif", workspace["cube"])  # same wavelengths, one name differs
+    with rasterio.open(renamed, "r+") as ds:
+        ds.set_band_description(4, "NIR")
+    code, err = run_cli(capsys, "predict", workspace["model"], renamed, "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "renamed.tif: band 4 is named 'NIR' but model",
+                          "model.cssd expects 'B4'", "use a scene with the model's bands in the same order")
+    assert not (tmp_path / "m.tif").exists()
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -373,6 +568,32 @@ def test_output_exists(workspace, capsys, tmp_path):
     code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", out)
     assert_one_line_error(code, err, "m.tif", "already exists", "--overwrite")
     assert out.read_text() == "keep me"
+
+
+def test_output_extension_unknown(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.png")
+    assert_one_line_error(code, err, "m.png: give an output name ending in .tif (GeoTIFF) or .zarr (Zarr store)")
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_cog_with_zarr(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.zarr", "--cog")
+    assert_one_line_error(code, err, "m.zarr: --cog makes a GeoTIFF", "drop it or write a .tif")
+    assert os.listdir(tmp_path) == []
+
+
+def test_quicklook_of_a_map_with_large_class_ids(workspace, capsys, tmp_path):
+    frame([stripe(1), stripe(2), stripe(3)], [1, 2, 300]).to_file(tmp_path / "ids.gpkg")
+    model = tmp_path / "ids.cssd"
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", tmp_path / "ids.gpkg", "--class-field",
+                        "class_id", "-o", model, *FAST)
+    assert code == 0, err
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    code, err = run_cli(capsys, "predict", model, workspace["scene"], "-o", maps / "m.tif", "--quicklook",
+                        maps / "m.png")
+    assert_one_line_error(code, err, "m.tif: a quicklook needs a map with at most 255 classes")
+    assert os.listdir(maps) == []  # neither the map nor the quicklook
 
 
 class FullDisk:
@@ -428,6 +649,13 @@ def test_output_disk_full_leaves_nothing(workspace, capsys, tmp_path, monkeypatc
     (["--shots", "0"], ["--shots 0", "at least 1"]),
     (["--patch", "1"], ["--patch 1", "odd and at least 3"]),
     (["--device", "tpu"], ["--device tpu", "unknown device", "auto, cpu, cuda"]),
+    (["--epochs", "0"], ["--epochs 0", "train for at least 1 epoch", "leave it out for the default"]),
+    (["--grid-stride", "0"], ["--grid-stride 0", "the stride must be at least 1"]),
+    (["--batch-size", "0"], ["--batch-size 0", "must be at least 1"]),
+    (["--se-size", "2"], ["--se-size 2", "the structuring element side must be odd (e.g. 3)"]),
+    (["--refiner-depth", "-1"], ["--refiner-depth -1", "use 0 (no SpeFR) or more"]),
+    (["--eps", "1.5"], ["--eps 1.5", "the distillation weight must lie in 0..1"]),
+    (["--tau", "0"], ["--tau 0.0", "the temperature must be positive"]),
 ])
 def test_bad_train_options(workspace, capsys, tmp_path, argv, needles):
     code, err = run_cli(capsys, "train", workspace["scene"], "--labels", workspace["labels"], "-o",
@@ -448,6 +676,144 @@ def test_cuda_requested_without_cuda(workspace, capsys, tmp_path):
     assert_one_line_error(code, err, "--device cuda", "CUDA is not available", "--device cpu")
 
 
+@pytest.mark.parametrize("step, config, message", [
+    ("train", cssd_geo.TrainConfig(sampling="stratified"), "--sampling stratified: choose random or grid"),
+    ("train", cssd_geo.TrainConfig(schedule="step"), "--schedule step: choose cosine or plateau"),
+    ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(pooling="max")),
+     "--pooling max: choose 'sap' (spectral-aware) or 'mean'"),
+    ("predict", cssd_geo.PredictConfig(precision="fp8"), "--precision fp8: choose fp32 or bf16 or fp16"),
+])
+def test_bad_choices_through_the_api(workspace, tmp_path, step, config, message):
+    # the CLI's own choices refuse these first; the API and QGIS reach the config's check
+    with pytest.raises(CssdError) as caught:
+        if step == "train":
+            cssd_geo.train(workspace["scene"], workspace["labels"], tmp_path / "m.cssd", config)
+        else:
+            cssd_geo.predict(workspace["model"], workspace["scene"], tmp_path / "m.tif", config)
+    assert str(caught.value) == message
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("chunk", ["0", "-64"])
+def test_chunk_not_positive(workspace, capsys, tmp_path, chunk):
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
+                        "--chunk", chunk)
+    assert_one_line_error(code, err, f"--chunk {chunk}: the chunk side must be a positive number of pixels",
+                          "leave it out to size chunks from memory")
+
+
+def test_cuda_device_that_does_not_exist(workspace, capsys, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    code, err = run_cli(capsys, "train", workspace["scene"], "--labels", workspace["labels"], "-o",
+                        tmp_path / "m.cssd", *FAST, "--device", "cuda:7")
+    assert_one_line_error(code, err, "--device cuda:7: no such GPU (this machine has 1)", "use cuda:0..cuda:0")
+
+
+# --- cluster (--scheduler) -------------------------------------------------------------------
+
+def _free_address() -> str:
+    """A TCP address on this machine where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_scheduler_unreachable(workspace, capsys, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    try:  # wait 2 s, not the default 30 s, for the scheduler that is not there
+        monkeypatch.setattr(importlib.import_module("cssd_geo.runner"), "SCHEDULER_TIMEOUT", "2s")
+    except (ImportError, AttributeError):
+        pass
+    address = _free_address()
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
+                        "--scheduler", address)
+    assert_one_line_error(code, err, f"--scheduler {address}: cannot reach the Dask scheduler (",
+                          "check the address and that the cluster is running")
+    assert os.listdir(tmp_path) == []
+
+
+def test_scheduler_without_the_cluster_extra(workspace, capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if it were not installed
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
+                        "--scheduler", "tcp://127.0.0.1:8786")
+    assert_one_line_error(code, err, "--scheduler tcp://127.0.0.1:8786: a cluster run needs the 'distributed' "
+                                     "package, which is not installed; install it with: pip install 'cssd-geo[cluster]'")
+    assert os.listdir(tmp_path) == []
+
+
+def test_scheduler_with_an_in_memory_model(workspace, tmp_path):
+    model = cssd_geo.load_model(workspace["model"])
+    with pytest.raises(CssdError) as caught:
+        cssd_geo.predict(model, workspace["scene"], tmp_path / "m.tif",
+                         cssd_geo.PredictConfig(scheduler="tcp://127.0.0.1:8786"))
+    assert str(caught.value) == "a cluster run loads the model on each worker: pass the model file path"
+    assert os.listdir(tmp_path) == []
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+def test_evaluate_map_missing(workspace, capsys, tmp_path):
+    code, err = run_cli(capsys, "evaluate", tmp_path / "nomap.tif", "--labels", workspace["labels"])
+    assert_one_line_error(code, err, "nomap.tif: map file not found", "check the path")
+
+
+def test_evaluate_map_not_a_raster(workspace, capsys, tmp_path):
+    (tmp_path / "notes.tif").write_text("field notes, not pixels")
+    code, err = run_cli(capsys, "evaluate", tmp_path / "notes.tif", "--labels", workspace["labels"])
+    assert_one_line_error(code, err, "notes.tif: not a raster GDAL can read", "give a map written by 'cssd-geo predict'")
+
+
+def test_evaluate_map_without_class_table(workspace, capsys):
+    # the scene instead of its map: a raster with neither cssd-geo class tags nor a colour table
+    code, err = run_cli(capsys, "evaluate", workspace["scene"], "--labels", workspace["labels"])
+    assert_one_line_error(code, err, "scene.tif: has no class table (no cssd-geo tags or colour table)",
+                          "give a map written by 'cssd-geo predict'")
+
+
+def test_evaluate_labels_outside_the_map(class_map, capsys, tmp_path):
+    from shapely.affinity import translate
+
+    frame([translate(stripe(1), 1e5), translate(stripe(2), 1e5)], [1, 2]).to_file(tmp_path / "far.gpkg")
+    code, err = run_cli(capsys, "evaluate", class_map, "--labels", tmp_path / "far.gpkg", "--class-field", "class_id")
+    assert_one_line_error(code, err, "far.gpkg: no label falls inside the scene", "use labels that overlap the scene")
+
+
+def test_evaluate_labels_with_no_class_of_the_map(class_map, capsys, tmp_path):
+    frame([stripe(1), stripe(2)], [7, 8]).to_file(tmp_path / "other.gpkg")
+    code, err = run_cli(capsys, "evaluate", class_map, "--labels", tmp_path / "other.gpkg", "--class-field",
+                        "class_id")
+    assert_one_line_error(code, err, "other.gpkg: no feature has a class of the model/map", "check --class-field")
+    assert "2 label features have classes the map does not know; they were left out" in err
+
+
+def test_evaluate_labels_only_over_nodata(workspace, capsys, tmp_path):
+    cube = workspace["cube"].copy()
+    cube[:, :, 28:] = -9999  # class 3's stripe is nodata, so it is nodata in the map
+    scene = raster(tmp_path / "hole.tif", cube, nodata=-9999)
+    assert run_cli(capsys, "predict", workspace["model"], scene, "-o", tmp_path / "map.tif")[0] == 0
+    frame([stripe(3)], [3], class_name=["water"]).to_file(tmp_path / "water.gpkg")
+    code, err = run_cli(capsys, "evaluate", tmp_path / "map.tif", "--labels", tmp_path / "water.gpkg",
+                        "--class-field", "class_id", "--json", tmp_path / "metrics.json")
+    assert_one_line_error(code, err, "no labelled pixel overlaps a valid map pixel",
+                          "check that labels and map cover the same area")
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_evaluate_report_path_problems(workspace, class_map, capsys, tmp_path, option):
+    name = "metrics.json" if option == "--json" else "confusion.png"
+    code, err = run_cli(capsys, "evaluate", class_map, "--labels", workspace["labels"], option,
+                        tmp_path / "no" / name)
+    assert_one_line_error(code, err, f"{name}: the folder", "does not exist", "create it or choose another output path")
+    code, err = run_cli(capsys, "evaluate", class_map, "--labels", workspace["labels"], option, class_map)
+    assert_one_line_error(code, err, "map.tif: the output path is also an input", "write to another file")
+    with rasterio.open(class_map) as ds:  # the map is untouched
+        assert ds.count == 1 and ds.height == 36
+
+
 # --- interruption ----------------------------------------------------------------------------
 
 def test_interrupted_training_writes_no_model(workspace, tmp_path):
@@ -466,4 +832,24 @@ def test_interrupted_training_writes_no_model(workspace, tmp_path):
     assert proc.wait(60) == 130
     assert "interrupted" in rest and "Traceback" not in rest
     time.sleep(0.1)
+    assert os.listdir(tmp_path) == []
+
+
+class StopAtOnce(cssd_geo.Progress):
+    """A progress receiver whose user has asked to stop (QGIS's Cancel, a GUI's stop button)."""
+
+    def cancelled(self) -> bool:
+        return True
+
+
+def test_cancel_through_the_progress(workspace, tmp_path):
+    config = cssd_geo.TrainConfig(epochs=1, shots=2, device="cpu", model=cssd_geo.ModelConfig(patch=5))
+    with pytest.raises(cssd_geo.Cancelled) as caught:
+        cssd_geo.train(workspace["scene"], workspace["labels"], tmp_path / "m.cssd", config, StopAtOnce())
+    assert str(caught.value) == "cancelled: training was stopped before it finished; nothing was written"
+    with pytest.raises(cssd_geo.Cancelled) as caught:
+        cssd_geo.predict(workspace["model"], workspace["scene"], tmp_path / "m.tif",
+                         cssd_geo.PredictConfig(device="cpu"), StopAtOnce())
+    assert str(caught.value) == "cancelled: prediction was stopped before it finished; nothing was written"
+    assert isinstance(caught.value, CssdError)  # a CLI or a plugin shows it like any other error
     assert os.listdir(tmp_path) == []

@@ -17,7 +17,7 @@ FIELDS := examples/indian_pines/fields.shp
 QGIS_PYTHON ?= /usr/bin/python3
 QGIS_VENV ?= .venv-qgis
 
-.PHONY: demo test test-qgis plugin venv clean
+.PHONY: demo test lint test-qgis plugin venv clean
 
 venv: $(VENV)/.installed
 
@@ -36,7 +36,15 @@ demo: venv
 	$(BIN)/cssd-geo evaluate $(DEMO)/landcover.tif --labels $(FIELDS) --exclude-training $(DEMO)/model.cssd \
 		--json $(DEMO)/metrics.json
 
-test: venv
+# the gate that runs before the tests: ruff (style, import order, pyupgrade, bugbear, docstrings)
+# and mypy with untyped definitions disallowed; settings in pyproject.toml
+LINTED := cssd_geo qgis_plugin tests benchmarks tools examples
+
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
+
+test: venv lint
 	$(BIN)/python -m pytest -q
 	@if $(QGIS_PYTHON) -c "import qgis.core" 2>/dev/null; then $(MAKE) --no-print-directory test-qgis; \
 	else echo "QGIS plugin tests skipped: QGIS is not installed (apt-get install qgis python3-qgis)"; fi

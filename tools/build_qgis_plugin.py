@@ -1,7 +1,10 @@
-"""Build the zip that QGIS installs (Plugins > Manage and Install Plugins > Install from ZIP):
-the qgis_plugin/ folder without caches. Usage: python tools/build_qgis_plugin.py [OUT.zip]"""
+"""Build the zip that QGIS installs from Plugins > Manage and Install Plugins > Install from ZIP.
+
+The zip holds the qgis_plugin/ folder without caches, its metadata.txt given the package's version.
+Usage: python tools/build_qgis_plugin.py [OUT.zip]"""
 from __future__ import annotations
 
+import ast
 import sys
 import zipfile
 from pathlib import Path
@@ -10,13 +13,34 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "qgis_plugin"
 
 
+def package_version() -> str:
+    """``cssd_geo.__version__``, read from the source without importing the package (or torch)."""
+    tree = ast.parse((ROOT / "cssd_geo" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise SystemExit("cssd_geo/__init__.py does not set __version__")
+
+
+def metadata() -> str:
+    """The plugin's metadata.txt with ``version=`` set from the package (the one version source)."""
+    text = (PLUGIN / "metadata.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.startswith("version=")]
+    return "\n".join(lines + [f"version={package_version()}"]) + "\n"
+
+
 def build(out: Path) -> Path:
     """Write the plugin zip to ``out`` (its top folder is qgis_plugin/, the plugin's name)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for path in sorted(PLUGIN.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                z.write(path, path.relative_to(ROOT).as_posix())
+            if not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            name = path.relative_to(ROOT).as_posix()
+            if path == PLUGIN / "metadata.txt":
+                z.writestr(name, metadata())
+            else:
+                z.write(path, name)
     return out
 
 

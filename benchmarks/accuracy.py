@@ -71,7 +71,8 @@ def run_network(data: datasets.LabelledScene, rows, cols, config: TrainConfig, c
     if curve is not None:
         r, c = sampling.validation_subset(*np.nonzero(curve), config.seed)
         held_out = (r, c, np.array([index[v] for v in data.labels[r, c]]))
-    model, _ = train_model(data.scene, rows, cols, targets, data.classes, config, held_out=held_out, history=history)
+    model, _ = train_model(data.scene, sampling.Samples(rows, cols, targets), data.classes, config,
+                           held_out=held_out, history=history)
     logits = predict_logits(model, data.scene, chunk=64)
     return ids[logits.argmax(0)]
 
@@ -101,6 +102,7 @@ def run_spectral(data: datasets.LabelledScene, rows, cols, method: str, seed: in
 
 
 def run(args) -> None:
+    """Run every method on every seed not yet in the results file, appending one JSON line per run."""
     data = datasets.load(args.dataset, args.data)
     fields = data.fields() if args.disjoint else None
     mode = "disjoint" if args.disjoint else "random"
@@ -279,7 +281,7 @@ def _class_names(dataset: str, runs: list) -> dict[int, str]:
     names = {"indian_pines": datasets.INDIAN_PINES_CLASSES, "salinas_a": datasets.SALINAS_A_CLASSES}.get(dataset, {})
     known = dict(names)
     for r in runs:
-        known.update(zip(r["class_ids"], r.get("class_names") or []))
+        known.update(zip(r["class_ids"], r.get("class_names") or [], strict=False))
     return known
 
 
@@ -298,7 +300,8 @@ def _per_class(scene: tuple, runs: dict, names: dict[int, str]) -> list[str]:
         for m in methods:
             values = [r["per_class"][j] for r in runs[m] if r["support"][j] > 0]
             cells.append(_mean_std(values, digits=1) if values else "no test pixel")
-        lines.append(f"| {f'{class_id} {names.get(class_id, str())}'.strip()} | {support:.0f} | " + " | ".join(cells) + " |")
+        label = f"{class_id} {names.get(class_id, '')}".strip()
+        lines.append(f"| {label} | {support:.0f} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -321,6 +324,7 @@ def _table(scene: tuple, tag: str, methods: dict) -> list[str]:
 
 
 def main() -> None:
+    """Parse the command line and run or report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=datasets.DATASETS)
     parser.add_argument("--shots", type=int, default=16)

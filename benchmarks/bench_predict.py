@@ -23,9 +23,9 @@ import torch
 from rasterio.transform import from_origin
 
 import cssd_geo
+from cssd_geo.blocks import BlockJob, default_chunk, predict_block
 from cssd_geo.classes import make_class_table
 from cssd_geo.config import PredictConfig
-from cssd_geo.blocks import BlockJob, default_chunk, predict_block
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model import CSSD, save_model
 from cssd_geo.sampling import cut_windows
@@ -51,6 +51,7 @@ def make_scene(path: str, side: int, seed: int = 0) -> None:
 
 
 def make_model(path: str) -> CSSD:
+    """An untrained 16-class model with fixed weights, saved to ``path`` for the engine."""
     torch.manual_seed(0)
     model = CSSD(BANDS, 16, classes=make_class_table(list(range(1, 17)), [f"class {i}" for i in range(1, 17)]))
     model.set_normalisation(np.full(BANDS, 2000.0), np.full(BANDS, 400.0))
@@ -59,6 +60,7 @@ def make_model(path: str) -> CSSD:
 
 
 def matmul_flops(device: torch.device, n: int = 2048, repeat: int = 5) -> float:
+    """The device's float32 matmul throughput (FLOP/s), the roofline the MFU is a fraction of."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     times = []
     for _ in range(repeat + 1):
@@ -76,6 +78,7 @@ def _sync(device: torch.device) -> None:
 
 
 def engine_run(model_path: str, scene: str, out: str, device: str) -> tuple[float, np.ndarray]:
+    """Seconds for ``cssd_geo.predict`` on the scene, and the map it wrote."""
     t = time.perf_counter()
     cssd_geo.predict(model_path, scene, out, PredictConfig(device=device, overwrite=True))
     seconds = time.perf_counter() - t
@@ -84,6 +87,7 @@ def engine_run(model_path: str, scene: str, out: str, device: str) -> tuple[floa
 
 
 def per_window(model: CSSD, scene: str, rows, cols, device: torch.device, batch: int = 64):
+    """Seconds and labels for classifying the pixels one 'patch' window each, the naive way."""
     da = open_scene(scene)
     windows = cut_windows(da, rows, cols, model.window)
     model = model.to(device)
@@ -115,6 +119,7 @@ def compute_only(model: CSSD, device: torch.device, chunk: int) -> float:
 
 
 def read_only(scene: str) -> float:
+    """Pixels per second for reading the scene and nothing else."""
     da = open_scene(scene)
     t = time.perf_counter()
     da.data.map_blocks(lambda b: np.zeros((1, 1, 1)), chunks=(1, 1, 1)).compute()
@@ -136,6 +141,7 @@ def peak_rss(model_path: str, scene: str, out: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    """Make the scenes and model once, then time each way of predicting."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=2048, help="scene side in pixels (default 2048)")
     parser.add_argument("--samples", type=int, default=512, help="pixels for the per-window comparison")

@@ -28,6 +28,6 @@ def check_compatible(model: CSSD, scene: xr.DataArray, scene_name: str, model_na
                             f"{wl_model[i]:.1f} nm; use a scene with the model's bands in the same order")
     names_model, names_scene = meta.get("band_names"), band_names(scene)
     if names_model and names_scene and list(names_model) != list(names_scene):
-        i = next(k for k, (a, b) in enumerate(zip(names_model, names_scene)) if a != b)
+        i = next(k for k, (a, b) in enumerate(zip(names_model, names_scene, strict=True)) if a != b)
         raise CssdError(f"{scene_name}: band {i + 1} is named {names_scene[i]!r} but model {model_name} expects "
                         f"{names_model[i]!r}; use a scene with the model's bands in the same order")

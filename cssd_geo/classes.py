@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # A qualitative palette of 20 well-separated colours; classes beyond it cycle.
 _PALETTE = (
@@ -27,7 +27,7 @@ class ClassInfo:
     name: str
     color: tuple[int, int, int]
 
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> object:
         return getattr(self, key)
 
 
@@ -44,5 +44,8 @@ def classes_to_json(classes: Sequence[ClassInfo]) -> str:
 
 def classes_from_json(text: str) -> list[ClassInfo]:
     """Parse what :func:`classes_to_json` wrote."""
-    return [ClassInfo(int(d["id"]), str(d["name"]), tuple(int(v) for v in d["color"]))
-            for d in json.loads(text)]
+    table = []
+    for d in json.loads(text):
+        red, green, blue = (int(v) for v in d["color"])
+        table.append(ClassInfo(int(d["id"]), str(d["name"]), (red, green, blue)))
+    return table

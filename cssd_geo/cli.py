@@ -7,11 +7,20 @@ import sys
 import traceback
 
 from . import __version__
-from .config import (PRECISIONS, SAMPLINGS, SCHEDULES, Config, EvaluateConfig, PredictConfig, TrainConfig, from_options,
-                     option_names)
+from .config import (
+    PRECISIONS,
+    SCHEDULES,
+    Config,
+    EvaluateConfig,
+    PredictConfig,
+    TrainConfig,
+    from_options,
+    option_names,
+)
 from .errors import CssdError, first_line
 from .model.cssd import POOLINGS, ModelConfig
 from .progress import JsonLinesProgress, TqdmProgress
+from .sampling import SAMPLINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
     t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
     t.add_argument("--class-field", help="attribute holding the class (integer or text); guessed if omitted")
-    t.add_argument("--shots", type=int, default=defaults_t.shots, help="labelled pixels per class (default %(default)s)")
+    t.add_argument("--shots", type=int, default=defaults_t.shots,
+                   help="labelled pixels per class (default %(default)s)")
     t.add_argument("--sampling", choices=SAMPLINGS, default=defaults_t.sampling,
                    help="random pixels, or window centres on a stride grid (default %(default)s)")
     t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride,
@@ -123,7 +133,7 @@ GDAL_CACHE_MB = "64"
 
 
 def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread a heap arena of its own; the large, varied tensors of the
+    """Each thread gets a glibc heap arena of its own; the large, varied tensors of the
     engine's threads then fragment them and memory creeps up with the scene size. A few
     arenas keep it bounded (measured: 2048 x 2048 x 200 scene, 2.19 -> 1.79 GiB peak RSS)."""
     try:

@@ -14,14 +14,13 @@ from typing import Any, Literal, TypeVar, get_args
 
 from .errors import CssdError
 from .model.cssd import ModelConfig
+from .sampling import SAMPLINGS, Sampling
 
 DEFAULT_EPOCHS = 50
 MIN_STEPS = 150  # optimiser steps a default training run takes at least
 
-Sampling = Literal["random", "grid"]  # k pixels per class among all, or among centres on a stride grid
 Schedule = Literal["cosine", "plateau"]  # learning rate: anneal to 0 over the run, or halve on a flat epoch loss
 Precision = Literal["fp32", "bf16", "fp16"]  # arithmetic of a prediction on CUDA
-SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 

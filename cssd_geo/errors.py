@@ -2,6 +2,7 @@
 and GDAL failures into it."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 
@@ -40,7 +41,7 @@ def _io_errors() -> tuple:
 
 
 @contextmanager
-def reading(path: str):
+def reading(path: str) -> Iterator[None]:
     """Report a failure to read the raster ``path`` (a truncated or corrupt file, a vanished
     disk) as a :class:`CssdError`."""
     try:
@@ -53,7 +54,7 @@ def reading(path: str):
 
 
 @contextmanager
-def writing(path: str):
+def writing(path: str) -> Iterator[None]:
     """Report a failure to write ``path`` (disk full, folder removed or read-only) as a
     :class:`CssdError`."""
     try:

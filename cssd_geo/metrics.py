@@ -15,7 +15,7 @@ from .classes import ClassInfo
 from .config import EvaluateConfig
 from .errors import CssdError, writing
 from .io.scene import Grid
-from .io.vector import read_labels, rasterize_labels
+from .io.vector import rasterize_labels, read_labels
 from .io.writers import read_class_table
 from .model import read_model_metadata
 from .outputs import OutputSet, check_output, output_file
@@ -55,7 +55,8 @@ class Evaluation:
             lines.append(f"{c['id']:>5}  {c['name'][:30]:<30} {acc:>9} {c['support']:>8}")
         lines += ["", "confusion matrix (rows: reference, columns: map; class ids)",
                   "      " + " ".join(f"{i:>6}" for i in self.class_ids)]
-        lines += [f"{i:>6}" + " ".join(f"{v:>6}" for v in row) for i, row in zip(self.class_ids, self.confusion_matrix)]
+        lines += [f"{i:>6}" + " ".join(f"{v:>6}" for v in row)
+                  for i, row in zip(self.class_ids, self.confusion_matrix, strict=True)]
         return "\n".join(lines)
 
 
@@ -67,10 +68,12 @@ def compute_metrics(reference: np.ndarray, predicted: np.ndarray, classes: list[
     cm = confusion_matrix(reference, predicted, labels=ids)
     support = cm.sum(axis=1)
     per_class = []
+    present = []
     for k, c in enumerate(classes):
         acc = float(cm[k, k] / support[k]) if support[k] else None
         per_class.append({"id": c.id, "name": c.name, "accuracy": acc, "support": int(support[k])})
-    present = [p["accuracy"] for p in per_class if p["accuracy"] is not None]
+        if acc is not None:
+            present.append(acc)
     return Evaluation(overall_accuracy=float(accuracy_score(reference, predicted)),
                       average_accuracy=float(np.mean(present)),
                       kappa=float(cohen_kappa_score(reference, predicted, labels=ids)),

@@ -90,7 +90,7 @@ def class_maps(maps: Sequence[Any], titles: Sequence[str], classes: Sequence[Cla
     for c in classes:
         colours[c.id] = np.asarray(c.color) / 255
     fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps) + 2.4, 3.8))
-    for ax, image, title in zip(np.atleast_1d(axes), maps, titles):
+    for ax, image, title in zip(np.atleast_1d(axes), maps, titles, strict=True):
         ax.imshow(np.asarray(image), cmap=ListedColormap(colours), vmin=0, vmax=top, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()

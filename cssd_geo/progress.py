@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO
 
 from .errors import Cancelled
 
@@ -42,6 +43,7 @@ class TqdmProgress(Progress):
         self._disable = disable
 
     def stage(self, name: str, total: int) -> None:
+        """Start a progress bar for a stage of ``total`` steps."""
         from tqdm.auto import tqdm
 
         self.close()
@@ -49,18 +51,21 @@ class TqdmProgress(Progress):
                          disable=self._disable, dynamic_ncols=True)
 
     def advance(self, steps: int = 1, note: str = "") -> None:
+        """Move the bar on by ``steps``, with an optional note beside it."""
         if self._bar is not None:
             if note:
                 self._bar.set_postfix_str(note, refresh=False)
             self._bar.update(steps)
 
     def message(self, text: str) -> None:
+        """Print a line without breaking the bar."""
         if self._bar is not None:
             self._bar.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr)
 
     def close(self) -> None:
+        """Close the bar, if one is open."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -71,7 +76,7 @@ class JsonLinesProgress(Progress):
     ``cssd-geo`` and shows the progress itself (the QGIS plugin does):
     ``{"stage": name, "total": n}``, ``{"advance": k}`` and ``{"message": text}``."""
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
 
     def _emit(self, event: dict) -> None:
@@ -80,12 +85,15 @@ class JsonLinesProgress(Progress):
         stream.flush()
 
     def stage(self, name: str, total: int) -> None:
+        """Emit ``{"stage": name, "total": n}``."""
         self._emit({"stage": name, "total": total})
 
     def advance(self, steps: int = 1, note: str = "") -> None:
+        """Emit ``{"advance": k}`` (and ``"note"`` when given)."""
         self._emit({"advance": steps, **({"note": note} if note else {})})
 
     def message(self, text: str) -> None:
+        """Emit ``{"message": text}``."""
         self._emit({"message": text})
 
     def close(self) -> None:

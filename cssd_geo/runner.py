@@ -106,13 +106,13 @@ class Runner:
 
             self.progress.message(f"running on {self.scheduler}; Dask dashboard: {client.dashboard_link}")
             blocks, places = [], []
-            for source, target in zip(sources, targets):
+            for source, target in zip(sources, targets, strict=True):
                 for index in np.ndindex(*source.numblocks):
                     blocks.append(source.blocks[index])
                     places.append((target, tuple(slice(sum(c[:i]), sum(c[:i + 1]))
-                                                 for c, i in zip(source.chunks, index))))
+                                                 for c, i in zip(source.chunks, index, strict=True))))
             futures = client.compute(blocks)
-            where = {f.key: p for f, p in zip(futures, places)}
+            where = {f.key: p for f, p in zip(futures, places, strict=True)}
             for future in as_completed(futures):
                 self.progress.check("prediction")
                 target, key = where[future.key]

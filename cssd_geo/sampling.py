@@ -4,6 +4,7 @@ windows around chosen pixels."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import xarray as xr
@@ -14,6 +15,9 @@ from .progress import Progress
 from .tiling import read_window, reflect_index
 
 VALIDATION_PIXELS = 2000  # held-out pixels scored after each epoch (a seeded random subset)
+
+Sampling = Literal["random", "grid"]  # k pixels per class among all, or among centres on a stride grid
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 
 
 @dataclass
@@ -30,7 +34,7 @@ class Samples:
         return int(self.rows.size)
 
 
-def draw_shots(labels: LabelRaster, shots: int, seed: int, scheme: str = "random",
+def draw_shots(labels: LabelRaster, shots: int, seed: int, *, scheme: Sampling = "random",
                stride: int = 5, valid: np.ndarray | None = None) -> Samples:
     """Draw up to ``shots`` labelled pixels per class with a seeded generator.
 
@@ -61,8 +65,8 @@ def draw_shots(labels: LabelRaster, shots: int, seed: int, scheme: str = "random
     return Samples(rows[sel], cols[sel], index[sel], available, drawn)
 
 
-def draw_training_pixels(raster: LabelRaster, valid: np.ndarray, shots: int, seed: int, scheme: str = "random",
-                         stride: int = 5, progress: Progress | None = None) -> Samples:
+def draw_training_pixels(raster: LabelRaster, valid: np.ndarray, shots: int, seed: int, *,
+                         scheme: Sampling = "random", stride: int = 5, progress: Progress | None = None) -> Samples:
     """The shots of a training run (:func:`draw_shots` among the labelled pixels that are
     ``valid`` in the scene), refusing a class with none and saying which have fewer than
     ``shots`` and how many labelled pixels are nodata."""
@@ -70,7 +74,7 @@ def draw_training_pixels(raster: LabelRaster, valid: np.ndarray, shots: int, see
     skipped = int(((raster.index >= 0) & ~valid).sum())
     if skipped:
         progress.message(f"{skipped} labelled pixels are nodata in the scene and were left out")
-    samples = draw_shots(raster, shots, seed, scheme, stride, valid)
+    samples = draw_shots(raster, shots, seed, scheme=scheme, stride=stride, valid=valid)
     for k, c in enumerate(raster.classes):
         if samples.drawn[k] == 0:
             raise CssdError(f"class {c.name!r} (id {c.id}) covers no valid pixel centre of the scene; "

@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .device import resolve_device
 from .errors import CssdError, reading
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
-from .io.vector import read_labels, rasterize_labels
+from .io.vector import rasterize_labels, read_labels
 from .model import CSSD, save_model
 from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
@@ -75,26 +75,27 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
         for note in table.notes:
             progress.message(note)
         progress.message(f"labels: {len(table.frame)} features, {len(table.classes)} classes from field "
-                         f"{table.field!r}")
+                         f"{table.class_field!r}")
         if len(table.classes) < 2:
-            raise CssdError(f"{labels}: field {table.field!r} has a single class; a classifier needs at least two")
+            raise CssdError(f"{labels}: field {table.class_field!r} has a single class; "
+                            "a classifier needs at least two")
         raster = rasterize_labels(table, grid)
         for note in raster.notes:
             progress.message(note)
         h, w = raster.index.shape
         valid = valid_mask(da, raster.row_off, raster.row_off + h, raster.col_off, raster.col_off + w)
-        samples = draw_training_pixels(raster, valid, config.shots, config.seed, config.sampling,
-                                       config.grid_stride, progress)
+        samples = draw_training_pixels(raster, valid, config.shots, config.seed, scheme=config.sampling,
+                                       stride=config.grid_stride, progress=progress)
         held_out = held_out_pixels(raster, samples, valid, config.seed)
         if held_out is not None:
             progress.message(f"validation: overall accuracy of {len(held_out[0])} held-out labelled pixels after "
                              "each epoch")
         history: list[dict[str, Any]] = []
-        model, loss = train_model(da, samples.rows, samples.cols, samples.index, table.classes, config, device,
-                                  progress, (mean, std), held_out, history)
+        model, loss = train_model(da, samples, table.classes, config, device, progress,
+                                  statistics=(mean, std), held_out=held_out, history=history)
         xs, ys = rasterio.transform.xy(grid.transform, samples.rows, samples.cols, offset="center")
         save_model(model, output, {
-            "band_names": band_names(da), "wavelengths": band_wavelengths(da), "class_field": table.field,
+            "band_names": band_names(da), "wavelengths": band_wavelengths(da), "class_field": table.class_field,
             "training_pixels": {"rows": samples.rows.tolist(), "cols": samples.cols.tolist(),
                                 "x": np.asarray(xs).tolist(), "y": np.asarray(ys).tolist()},
             "scene": {"path": os.path.abspath(scene_path) if scene_path else None,
@@ -102,7 +103,7 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
                       "height": grid.height, "width": grid.width},
             "train_config": asdict(config), "final_loss": loss,
         }, outputs)
-        result = TrainResult(output, samples, table.field, loss, time.perf_counter() - start, history,
+        result = TrainResult(output, samples, table.class_field, loss, time.perf_counter() - start, history,
                              0 if held_out is None else len(held_out[0]), [c.name for c in table.classes])
         _write_training_report(result, outputs)
     progress.message(f"model written to {output} ({len(samples)} training pixels, {result.seconds:.1f} s); training "
@@ -111,12 +112,12 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
     return result
 
 
-def train_model(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, targets: np.ndarray,
-                classes: list[ClassInfo], config: TrainConfig, device: torch.device | str = "cpu",
-                progress: Progress | None = None, statistics: tuple[np.ndarray, np.ndarray] | None = None,
-                held_out: HeldOut | None = None, history: list[dict[str, Any]] | None = None) -> tuple[CSSD, float]:
-    """A CSSD model trained on the windows centred on pixels (``rows``, ``cols``) of ``da``
-    with class indices ``targets`` (logit order of ``classes``); returns it in eval mode and
+def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], config: TrainConfig,
+                device: torch.device | str = "cpu", progress: Progress | None = None, *,
+                statistics: tuple[np.ndarray, np.ndarray] | None = None, held_out: HeldOut | None = None,
+                history: list[dict[str, Any]] | None = None) -> tuple[CSSD, float]:
+    """A CSSD model trained on the windows centred on the ``samples`` pixels of ``da`` (their
+    ``index``: class indices in the logit order of ``classes``); returns it in eval mode and
     the last epoch's loss. ``statistics`` (band mean, std) default to the scene's.
     ``held_out`` (rows, cols, class indices) are scored after each epoch; ``history`` gets
     one dict per epoch."""
@@ -128,10 +129,10 @@ def train_model(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, targets: n
     model.set_normalisation(mean, std)
     progress.message(f"model: window {model.window} px (patch {model.patch} + 2 x radius {model.radius}), "
                      f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
-    spectra, index = window_pixels(da, np.asarray(rows), np.asarray(cols), model.window)
+    spectra, index = window_pixels(da, np.asarray(samples.rows), np.asarray(samples.cols), model.window)
     validate = Validation(da, held_out, model.reach, device) if held_out is not None else None
     data = TrainingWindows(torch.from_numpy(spectra), torch.from_numpy(index),
-                           torch.as_tensor(targets, dtype=torch.int64))
+                           torch.as_tensor(samples.index, dtype=torch.int64))
     loss = fit(model, data, config, device, progress, validate, history)
     return model, loss
 

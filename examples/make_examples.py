@@ -49,6 +49,7 @@ def write_cube(path: str, cube: np.ndarray, crs, transform, names, wavelengths, 
 
 
 def indian_pines(data: str) -> None:
+    """Write examples/indian_pines/: the scene as GeoTIFF and its ground truth as field polygons."""
     src = os.path.join(data, "indian_pines")
     out = os.path.join(HERE, "indian_pines")
     os.makedirs(out, exist_ok=True)
@@ -72,6 +73,7 @@ def indian_pines(data: str) -> None:
 
 
 def berlin(data: str) -> None:
+    """Write examples/berlin/: the EnMAP-like scene as GeoTIFF and its land-cover polygons."""
     src = os.path.join(data, "berlin_urban_gradient")
     out = os.path.join(HERE, "berlin")
     os.makedirs(out, exist_ok=True)
@@ -91,6 +93,7 @@ def berlin(data: str) -> None:
 
 
 def main() -> None:
+    """Derive every example scene from the shared data folder."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"),
                         help="the shared data folder (default ../shared/data beside the checkout)")

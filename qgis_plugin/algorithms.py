@@ -1,22 +1,38 @@
 """The three Processing algorithms. Each maps its parameters to the options of one cssd-geo
 step (the fields of cssd_geo's config dataclasses) and hands them to :mod:`.backend`."""
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBoolean,
-                       QgsProcessingParameterField, QgsProcessingParameterFile,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsProcessingParameterVectorLayer)
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsRasterLayer,
+)
 
 from . import backend
 
 VECTOR_FORMATS = ["shp", "gpkg", "geojson"]  # what cssd-geo reads directly; other layers are exported
 
 
-def raster_path(layer, what: str) -> str:
+def raster_path(layer: QgsRasterLayer | None, what: str) -> str:
     """The file behind a raster layer; a layer with none (WMS, memory, virtual) is refused."""
     if layer is None:
         raise QgsProcessingException(f"{what}: no raster layer given")
@@ -29,10 +45,10 @@ def raster_path(layer, what: str) -> str:
 
 
 class _Algorithm(QgsProcessingAlgorithm):
-    def createInstance(self):  # noqa: N802 (QGIS API)
+    def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802 (QGIS API)
         return type(self)()
 
-    def flags(self):
+    def flags(self) -> QgsProcessingAlgorithm.Flags:
         # cssd-geo uses its own threads and the raster files directly
         return super().flags() | QgsProcessingAlgorithm.FlagNoThreading
 
@@ -51,7 +67,7 @@ class TrainAlgorithm(_Algorithm):
                 "drawn inside the polygons (or at the points) of the label layer. The class field may hold "
                 "integers or names; left empty, it is guessed. Writes a .cssd model file.")
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
         self.addParameter(QgsProcessingParameterVectorLayer(
             "LABELS", "Labelled fields", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
@@ -69,7 +85,8 @@ class TrainAlgorithm(_Algorithm):
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Model file",
                                                                 fileFilter="CSSD model (*.cssd)"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
         scene = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Hyperspectral raster")
         labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, VECTOR_FORMATS,
                                                            "gpkg", feedback)
@@ -89,7 +106,8 @@ class _LoadStyle(QgsProcessingLayerPostProcessorInterface):
     """Gives the map loaded into the project its class colours and names (the .qml that
     cssd-geo writes beside it)."""
 
-    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> None:
         qml = os.path.splitext(layer.source())[0] + ".qml"
         if os.path.exists(qml):
             layer.loadNamedStyle(qml)
@@ -113,7 +131,7 @@ class PredictAlgorithm(_Algorithm):
                 "does not depend on the chunk size), and writes a tiled GeoTIFF with the class colours and "
                 "names. Optionally writes per-class probabilities beside it (NAME_probabilities.tif).")
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile("MODEL", "Model file", extension="cssd"))
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
         self.addParameter(QgsProcessingParameterNumber("CHUNK", "Chunk side in pixels (0: from memory)",
@@ -124,7 +142,8 @@ class PredictAlgorithm(_Algorithm):
                                                         defaultValue=False, optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classification map"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
         model = self.parameterAsFile(parameters, "MODEL", context)
         scene = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Hyperspectral raster")
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
@@ -155,7 +174,7 @@ class EvaluateAlgorithm(_Algorithm):
                 "average accuracy, kappa, per-class accuracy and the confusion matrix, in the log and as "
                 "a JSON file.")
 
-    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Classification map"))
         self.addParameter(QgsProcessingParameterVectorLayer(
             "LABELS", "Reference labels", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
@@ -167,7 +186,8 @@ class EvaluateAlgorithm(_Algorithm):
                             ("KAPPA", "Kappa")):
             self.addOutput(QgsProcessingOutputNumber(name, title))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
         path = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Classification map")
         labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, VECTOR_FORMATS,
                                                            "gpkg", feedback)

@@ -7,6 +7,8 @@ This module imports only the standard library and QGIS: importing pyproj, geopan
 pyogrio wheels into a QGIS process crashes it at exit, so cssd_geo is imported only when the
 in-QGIS backend is chosen.
 """
+from __future__ import annotations
+
 import importlib.metadata
 import importlib.util
 import json
@@ -18,8 +20,13 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
-from qgis.core import QgsProcessingException
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+if TYPE_CHECKING:
+    from cssd_geo import Progress
 
 BACKEND_SETTING = "CSSD_BACKEND"
 EXECUTABLE_SETTING = "CSSD_EXECUTABLE"
@@ -87,7 +94,7 @@ def choose() -> str:
                                  f"cssd-geo executable is set; {INSTALL_HINT}")
 
 
-def run(command: str, inputs: dict, options: dict, feedback) -> str:
+def run(command: str, inputs: dict[str, str], options: dict[str, Any], feedback: QgsProcessingFeedback) -> str:
     """Run ``command`` (train, predict or evaluate) and return what it prints as its result
     (the metrics table of evaluate). ``inputs`` are the paths the step reads and writes,
     ``options`` the fields of its config dataclass."""
@@ -98,7 +105,8 @@ def run(command: str, inputs: dict, options: dict, feedback) -> str:
 
 # --- inside QGIS's Python ----------------------------------------------------------------------
 
-def _run_in_process(command: str, inputs: dict, options: dict, feedback) -> str:
+def _run_in_process(command: str, inputs: dict[str, str], options: dict[str, Any],
+                    feedback: QgsProcessingFeedback) -> str:
     import cssd_geo
     from cssd_geo.config import from_options
 
@@ -113,14 +121,14 @@ def _run_in_process(command: str, inputs: dict, options: dict, feedback) -> str:
         else:
             return cssd_geo.evaluate(inputs["map"], inputs["labels"], from_options(cssd_geo.EvaluateConfig, options),
                                      progress).table()
-    except cssd_geo.Cancelled:
-        raise QgsProcessingException("cancelled; nothing was written to the output")
+    except cssd_geo.Cancelled as exc:
+        raise QgsProcessingException("cancelled; nothing was written to the output") from exc
     except cssd_geo.CssdError as exc:
-        raise QgsProcessingException(str(exc))
+        raise QgsProcessingException(str(exc)) from exc
     return ""
 
 
-def _feedback_progress(feedback):
+def _feedback_progress(feedback: QgsProcessingFeedback) -> Progress:
     """A cssd_geo Progress that reports to a QgsProcessingFeedback."""
     from cssd_geo import Progress
 
@@ -148,7 +156,7 @@ def _feedback_progress(feedback):
 
 # --- through the cssd-geo executable -----------------------------------------------------------
 
-def command_line(command: str, inputs: dict, options: dict) -> list:
+def command_line(command: str, inputs: dict[str, str], options: dict[str, Any]) -> list[str]:
     """The cssd-geo arguments for a step (after the executable)."""
     if command == "train":
         args = [inputs["scene"], "--labels", inputs["labels"], "-o", inputs["output"]]
@@ -167,18 +175,20 @@ def command_line(command: str, inputs: dict, options: dict) -> list:
     return ["--json-progress", command] + args
 
 
-def _run_executable(command: str, inputs: dict, options: dict, feedback) -> str:
+def _run_executable(command: str, inputs: dict[str, str], options: dict[str, Any],
+                    feedback: QgsProcessingFeedback) -> str:
     argv = [executable()] + command_line(command, inputs, options)
     feedback.pushCommandInfo(" ".join(argv))
     env = {k: v for k, v in os.environ.items() if k not in _QGIS_ONLY_ENV}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines: queue.Queue = queue.Queue()
-    out: list = []
+    lines: queue.Queue[str] = queue.Queue()
+    out: list[str] = []
     readers = [threading.Thread(target=_pump, args=(proc.stderr, lines.put), daemon=True),
                threading.Thread(target=_pump, args=(proc.stdout, out.append), daemon=True)]
     for reader in readers:
         reader.start()
-    total, done, errors, cancelled = 1, 0, [], False
+    total, done, cancelled = 1, 0, False
+    errors: list[str] = []
     while True:
         try:
             line = lines.get(timeout=0.2)
@@ -215,13 +225,13 @@ def _run_executable(command: str, inputs: dict, options: dict, feedback) -> str:
     return "".join(out)
 
 
-def _pump(stream, put) -> None:
+def _pump(stream: IO[str], put: Callable[[str], object]) -> None:
     for line in iter(stream.readline, ""):
         put(line)
     stream.close()
 
 
-def _event(line: str):
+def _event(line: str) -> dict[str, Any] | None:
     if not line.startswith("{"):
         return None
     try:

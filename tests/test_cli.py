@@ -26,7 +26,8 @@ def test_train_predict_evaluate(trained, tmp_path, capsys):
     scene, labels, cube, model = trained
     out = tmp_path / "landcover.tif"
     png = tmp_path / "quick.png"
-    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out), "--chunk", "16", "--quicklook", str(png)]) == 0
+    args = ["--quiet", "predict", str(model), scene, "-o", str(out), "--chunk", "16", "--quicklook", str(png)]
+    assert cli.main(args) == 0
     with rasterio.open(png) as q:
         assert q.driver == "PNG" and (q.width, q.height) == (42, 36) and q.colormap(1)[2][:3] == (255, 127, 14)
     with rasterio.open(scene) as src, rasterio.open(out) as m:
@@ -166,7 +167,8 @@ def test_every_config_option_is_a_cli_option(command, kind):
     dests = [a.dest for a in sub._actions]
     names = config.option_names(getattr(config, kind))
     assert sorted(n for n in dests if n in names) == sorted(names)
-    positional = {"train": ["s.tif", "--labels", "l.shp", "-o", "m.cssd"], "predict": ["m.cssd", "s.tif", "-o", "x.tif"],
+    positional = {"train": ["s.tif", "--labels", "l.shp", "-o", "m.cssd"],
+                  "predict": ["m.cssd", "s.tif", "-o", "x.tif"],
                   "evaluate": ["x.tif", "--labels", "l.shp"]}[command]
     args = parser.parse_args([command, *positional])
     assert cli._config(getattr(config, kind), args) == getattr(config, kind)()

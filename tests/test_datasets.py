@@ -64,7 +64,7 @@ def test_few_shot_split_draws_k_per_class_and_tests_the_rest():
     rows, cols, test = sampling.few_shot_split(labels, shots=5, seed=3)
     drawn = labels[rows, cols]
     assert (drawn == 1).sum() == 5 and (drawn == 2).sum() == 3  # class 2 has < 2k pixels: half of them
-    assert len(set(zip(rows.tolist(), cols.tolist()))) == 8
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=False))) == 8
     assert not test[rows, cols].any() and test.sum() == (labels > 0).sum() - 8 and not test[labels == 0].any()
     again = sampling.few_shot_split(labels, shots=5, seed=3)
     assert np.array_equal(again[0], rows) and np.array_equal(again[1], cols)

@@ -85,7 +85,8 @@ def stripe(k: int, inset: float = 1.0):
 # --- scene -----------------------------------------------------------------------------------
 
 def test_scene_missing(workspace, capsys, tmp_path):
-    code, err = run_cli(capsys, "train", tmp_path / "nope.tif", "--labels", workspace["labels"], "-o", tmp_path / "m.cssd")
+    code, err = run_cli(capsys, "train", tmp_path / "nope.tif", "--labels", workspace["labels"],
+                        "-o", tmp_path / "m.cssd")
     assert_one_line_error(code, err, "nope.tif", "not found", "check the path")
 
 
@@ -740,7 +741,8 @@ def test_scheduler_without_the_cluster_extra(workspace, capsys, tmp_path, monkey
     code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
                         "--scheduler", "tcp://127.0.0.1:8786")
     assert_one_line_error(code, err, "--scheduler tcp://127.0.0.1:8786: a cluster run needs the 'distributed' "
-                                     "package, which is not installed; install it with: pip install 'cssd-geo[cluster]'")
+                                     "package, which is not installed; "
+                                     "install it with: pip install 'cssd-geo[cluster]'")
     assert os.listdir(tmp_path) == []
 
 
@@ -763,7 +765,8 @@ def test_evaluate_map_missing(workspace, capsys, tmp_path):
 def test_evaluate_map_not_a_raster(workspace, capsys, tmp_path):
     (tmp_path / "notes.tif").write_text("field notes, not pixels")
     code, err = run_cli(capsys, "evaluate", tmp_path / "notes.tif", "--labels", workspace["labels"])
-    assert_one_line_error(code, err, "notes.tif: not a raster GDAL can read", "give a map written by 'cssd-geo predict'")
+    assert_one_line_error(code, err, "notes.tif: not a raster GDAL can read",
+                          "give a map written by 'cssd-geo predict'")
 
 
 def test_evaluate_map_without_class_table(workspace, capsys):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from cssd_geo.blocks import predict_logits
-from cssd_geo.io.scene import open_scene
 from cssd_geo.errors import CssdError
+from cssd_geo.io.scene import open_scene
 from cssd_geo.model import CSSD, ModelConfig, distillation_loss
 from cssd_geo.model.layers import SpectralExtractor
 
@@ -65,7 +65,8 @@ def test_missing_pixels_are_filled_with_the_band_mean():
     assert torch.allclose(model(x_nan), model(x_mean))
 
 
-@pytest.mark.parametrize("variant", [{}, {"refiner_depth": 0}, {"pooling": "mean"}, {"refiner_depth": 0, "pooling": "mean"}],
+@pytest.mark.parametrize("variant", [{}, {"refiner_depth": 0}, {"pooling": "mean"},
+                                     {"refiner_depth": 0, "pooling": "mean"}],
                          ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn"])
 def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     """Every pixel's logits from the dense tiled path equal forward() on its window cut from

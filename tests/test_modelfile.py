@@ -61,8 +61,9 @@ def test_pickle_with_code_is_refused_without_running(tmp_path):
 
 
 def test_incompatible_version_is_explained(tmp_path):
-    from safetensors.torch import save_file
     import json
+
+    from safetensors.torch import save_file
 
     path = tmp_path / "future.cssd"
     save_file({"x": torch.zeros(1)}, str(path), metadata={"cssd_geo": json.dumps(

@@ -18,7 +18,7 @@ def test_counts_and_shortfall():
     s = draw_shots(_labels(), 16, seed=0)
     assert np.bincount(s.index).tolist() == [16, 16, 7]
     assert s.available == {0: 200, 1: 300, 2: 7} and s.drawn == {0: 16, 1: 16, 2: 7}
-    assert len(set(zip(s.rows, s.cols))) == len(s)  # no pixel twice
+    assert len(set(zip(s.rows, s.cols, strict=False))) == len(s)  # no pixel twice
     assert (s.rows >= 100).all() and (s.cols >= 200).all()  # scene coordinates
 
 
@@ -48,7 +48,7 @@ def test_windows_come_from_the_reflect_padded_scene(tmp_path):
     rows, cols = np.array([0, 7, 14, 3]), np.array([0, 8, 16, 15])
     windows = cut_windows(da, rows, cols, 9, block=8)
     padded = np.pad(cube.astype(np.float32), ((0, 0), (4, 4), (4, 4)), mode="reflect")
-    for w, r, c in zip(windows, rows, cols):
+    for w, r, c in zip(windows, rows, cols, strict=False):
         np.testing.assert_array_equal(w, padded[:, r:r + 9, c:c + 9])
 
 

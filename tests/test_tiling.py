@@ -28,7 +28,8 @@ def test_map_with_halo_gives_each_chunk_its_neighbours():
     x = np.random.default_rng(1).random((2, 23, 17)).astype(np.float32)
 
     def box(block: np.ndarray) -> np.ndarray:
-        core = sum(block[:, dy:block.shape[1] - 2 + dy, dx:block.shape[2] - 2 + dx] for dy in range(3) for dx in range(3))
+        rows, cols = block.shape[1] - 2, block.shape[2] - 2
+        core = sum(block[:, dy:rows + dy, dx:cols + dx] for dy in range(3) for dx in range(3))
         return core.astype(np.float32)
 
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="reflect")

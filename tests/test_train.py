@@ -7,6 +7,7 @@ from cssd_geo.config import TrainConfig
 from cssd_geo.errors import CssdError
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model import ModelConfig
+from cssd_geo.sampling import Samples
 from cssd_geo.train import _batch_starts, train_model
 from tests.conftest import class_layout, make_cube, write_scene
 
@@ -18,14 +19,14 @@ def _train(tmp_path, **changes):
     rows, cols = rng.integers(0, 20, 9), rng.integers(0, 24, 9)
     history: list = []
     config = TrainConfig(batch_size=4, epochs=4, device="cpu", model=ModelConfig(patch=3), **changes)
-    train_model(scene, rows, cols, layout[rows, cols] - 1, make_class_table([1, 2, 3], ["a", "b", "c"]), config,
-                history=history)
+    samples = Samples(rows, cols, layout[rows, cols] - 1)
+    train_model(scene, samples, make_class_table([1, 2, 3], ["a", "b", "c"]), config, history=history)
     return [h["lr"] for h in history]
 
 
 def test_cosine_schedule_anneals_to_zero_over_the_run(tmp_path):
     lrs = _train(tmp_path, schedule="cosine", learning_rate=0.01)
-    assert len(lrs) == 4 and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert len(lrs) == 4 and all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
     assert lrs[-1] == pytest.approx(0.0, abs=1e-9)  # 2 batches x 4 epochs = 8 steps, the last reaches 0
     assert lrs[1] == pytest.approx(0.005)  # half-way (step 4 of 8): cos(pi / 2)
 

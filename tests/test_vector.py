@@ -21,7 +21,8 @@ def _rect(r0, r1, c0, c1):
 
 def test_labels_in_another_crs_land_on_the_right_pixels(tmp_path):
     frame = gpd.GeoDataFrame({"cls": ["wheat", "maize"]},
-                             geometry=[_rect(700, 705, 900, 910), Point(ORIGIN[0] + 950.5 * PIXEL, ORIGIN[1] - 720.5 * PIXEL)],
+                             geometry=[_rect(700, 705, 900, 910),
+                                       Point(ORIGIN[0] + 950.5 * PIXEL, ORIGIN[1] - 720.5 * PIXEL)],
                              crs=CRS)
     path = tmp_path / "labels.geojson"
     frame.to_crs("EPSG:4326").to_file(path, engine="pyogrio")
@@ -31,8 +32,8 @@ def test_labels_in_another_crs_land_on_the_right_pixels(tmp_path):
     raster = rasterize_labels(labels, GRID)
     rows, cols, index = raster.pixels()
     wheat = index == 1
-    assert set(zip(rows[wheat], cols[wheat])) == {(r, c) for r in range(700, 705) for c in range(900, 910)}
-    assert list(zip(rows[~wheat], cols[~wheat])) == [(720, 950)]
+    assert set(zip(rows[wheat], cols[wheat], strict=True)) == {(r, c) for r in range(700, 705) for c in range(900, 910)}
+    assert list(zip(rows[~wheat], cols[~wheat], strict=True)) == [(720, 950)]
     # only the window around the labels was rasterised, not the 1000 x 1200 scene
     assert raster.index.size < 60 * 60
     assert raster.row_off >= 690 and raster.col_off >= 890
@@ -45,7 +46,7 @@ def test_class_field_is_guessed_when_one_is_plausible(tmp_path):
     path = tmp_path / "l.gpkg"
     frame.to_file(path, engine="pyogrio")
     labels = read_labels(path, GRID.crs)
-    assert labels.field == "code"  # the integer of an id/name pair; names from its partner
+    assert labels.class_field == "code"  # the integer of an id/name pair; names from its partner
     assert [(c.id, c.name) for c in labels.classes] == [(1, "a"), (2, "b"), (3, "c")]
     frame["other"] = ["x", "y"] * 15
     frame.to_file(path, engine="pyogrio")

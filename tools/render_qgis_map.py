@@ -1,5 +1,6 @@
-"""Render a class map written by cssd-geo the way QGIS shows it (the paletted style from its
-.qml, with a legend) to a PNG, headless. Used for the README's QGIS picture:
+"""Render a class map written by cssd-geo to a PNG, headless, the way QGIS shows it.
+
+It uses the paletted style from the map's .qml, with a legend. Used for the README's QGIS picture:
 
     QT_QPA_PLATFORM=offscreen .venv-qgis/bin/python tools/render_qgis_map.py MAP.tif OUT.png
 """

@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar, cast
 
+import dask.array as dsa
 import numpy as np
 import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
 from ..errors import CssdError, first_line
+
+if TYPE_CHECKING:
+    import rasterio.io
+
+CubeArray = TypeVar("CubeArray", np.ndarray, dsa.Array)  # a numpy or dask (band, y, x) array
 
 DEFAULT_CHUNK = 512
 STATS_PIXELS = 1_000_000  # band statistics come from at most this many pixels
@@ -97,7 +105,7 @@ def _open_gdal(path: str, chunks: dict) -> xr.DataArray:
     return da
 
 
-def _band_metadata(ds) -> tuple[list[str] | None, list[float] | None]:
+def _band_metadata(ds: rasterio.io.DatasetReader) -> tuple[list[str] | None, list[float] | None]:
     """Band names and wavelengths (nm) from GDAL band descriptions and metadata."""
     descriptions = list(ds.descriptions)
     names = [d or f"band {i + 1}" for i, d in enumerate(descriptions)] if any(descriptions) else None
@@ -115,7 +123,8 @@ def _band_metadata(ds) -> tuple[list[str] | None, list[float] | None]:
     return names, (wavelengths or None)
 
 
-def _attach_bands(da: xr.DataArray, names, wavelengths) -> xr.DataArray:
+def _attach_bands(da: xr.DataArray, names: Sequence[str] | None,
+                  wavelengths: Sequence[float] | None) -> xr.DataArray:
     if names is not None and len(names) == da.sizes["band"]:
         da = da.assign_coords(band_name=("band", [str(n) for n in names]))
     if wavelengths is not None and len(wavelengths) == da.sizes["band"]:
@@ -181,13 +190,13 @@ def band_wavelengths(da: xr.DataArray) -> list[float] | None:
     return [float(v) for v in da["wavelength"].values] if "wavelength" in da.coords else None
 
 
-def valid_pixels(data, nodata: float | None):
+def valid_pixels(data: CubeArray, nodata: float | None) -> CubeArray:
     """(y, x) mask of pixels finite and not nodata in every band, for a numpy or dask
     (band, y, x) array (the result is of the same kind)."""
     ok = np.isfinite(data)
     if nodata is not None and np.isfinite(nodata):
         ok = ok & (data != nodata)
-    return ok.all(axis=0)
+    return cast(CubeArray, ok.all(axis=0))  # numpy's functions keep a dask array lazy
 
 
 def mask_invalid(block: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,10 @@ import pandas as pd
 from ..classes import ClassInfo, make_class_table
 from ..errors import CssdError, first_line
 from .scene import Grid
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from rasterio.crs import CRS
 
 MAX_CLASSES = 1000
 
@@ -19,9 +25,9 @@ class Labels:
     """Label features in the scene CRS, each with the logit index of its class."""
 
     path: str
-    frame: "object"  # geopandas.GeoDataFrame with a ``_class_index`` column
+    frame: gpd.GeoDataFrame  # with a ``_class_index`` column
     classes: list[ClassInfo]
-    field: str
+    class_field: str
     notes: list[str] = field(default_factory=list)  # what was repaired or left out, for the user
 
 
@@ -41,7 +47,7 @@ class LabelRaster:
         return r + self.row_off, c + self.col_off, self.index[r, c].astype(np.int64)
 
 
-def read_vector(path: str | os.PathLike):
+def read_vector(path: str | os.PathLike) -> gpd.GeoDataFrame:
     """Read a vector layer (shapefile, GeoPackage, GeoJSON, ...) with geopandas/pyogrio."""
     import geopandas as gpd
 
@@ -59,7 +65,7 @@ def read_vector(path: str | os.PathLike):
     return frame
 
 
-def read_labels(path: str | os.PathLike, crs, class_field: str | None = None,
+def read_labels(path: str | os.PathLike, crs: CRS | None, class_field: str | None = None,
                 classes: list[ClassInfo] | None = None) -> Labels:
     """Read labels, reproject them to ``crs`` and give each feature its class index.
 
@@ -79,14 +85,14 @@ def read_labels(path: str | os.PathLike, crs, class_field: str | None = None,
     field = name
     ids, names = _class_values(path, frame, field)
     if classes is None:
-        table = make_class_table(*zip(*sorted(set(zip(ids, names)))))
-        key = {c.id: k for k, c in enumerate(table)}
-        index = np.array([key[i] for i in ids], dtype=np.int64)
+        table = make_class_table(*zip(*sorted(set(zip(ids, names, strict=True))), strict=True))
+        by_id = {c.id: k for k, c in enumerate(table)}
+        index = np.array([by_id[i] for i in ids], dtype=np.int64)
     else:
         table = list(classes)
         text = pd.api.types.is_string_dtype(frame[field]) or frame[field].dtype == object
-        key = {(c.name if text else c.id): k for k, c in enumerate(table)}
-        values = names if text else ids
+        key: dict[str | int, int] = {(c.name if text else c.id): k for k, c in enumerate(table)}
+        values: Sequence[str | int] = names if text else ids
         index = np.array([key.get(v, -1) for v in values], dtype=np.int64)
     frame = frame.assign(_class_index=index)
     if crs is not None and frame.crs != crs:
@@ -94,7 +100,7 @@ def read_labels(path: str | os.PathLike, crs, class_field: str | None = None,
     return Labels(path, frame, table, field, notes)
 
 
-def _usable_geometries(path: str, frame) -> tuple[object, list[str]]:
+def _usable_geometries(path: str, frame: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, list[str]]:
     """Drop features without a geometry and repair invalid ones (``make_valid``), saying so."""
     notes = []
     missing = frame.geometry.isna() | frame.geometry.is_empty
@@ -112,7 +118,7 @@ def _usable_geometries(path: str, frame) -> tuple[object, list[str]]:
     return frame, notes
 
 
-def _field_list(frame) -> str:
+def _field_list(frame: gpd.GeoDataFrame) -> str:
     cols = [c for c in frame.columns if c != frame.geometry.name]
     return ", ".join(f"{c} ({frame[c].dtype})" for c in cols) or "(the layer has no attribute fields)"
 
@@ -133,7 +139,7 @@ def _text_like(series: pd.Series) -> bool:
     return len(values) > 0 and bool(values.map(lambda v: isinstance(v, str)).all())
 
 
-def _guess_class_field(path: str, frame) -> str:
+def _guess_class_field(path: str, frame: gpd.GeoDataFrame) -> str:
     """The one plausible class field: integer or text with 2..MAX_CLASSES values, not a
     per-feature identifier. An integer field and a text field that match one to one (id and
     name of the same classes) count as one, and the integer field is used."""
@@ -165,12 +171,12 @@ def _guess_class_field(path: str, frame) -> str:
     return ints[0] if ints else group[0]
 
 
-def _one_to_one(frame, a: str, b: str) -> bool:
+def _one_to_one(frame: gpd.GeoDataFrame, a: str, b: str) -> bool:
     pairs = frame[[a, b]].dropna().drop_duplicates()
     return len(pairs) == pairs[a].nunique() == pairs[b].nunique()
 
 
-def _class_values(path: str, frame, field: str) -> tuple[list[int], list[str]]:
+def _class_values(path: str, frame: gpd.GeoDataFrame, field: str) -> tuple[list[int], list[str]]:
     """Class id and name of every feature, from an integer or a text field."""
     series = frame[field]
     if len(series) == 0:
@@ -194,7 +200,7 @@ def _class_values(path: str, frame, field: str) -> tuple[list[int], list[str]]:
                     "integers or all text (fix the values or pick another field)")
 
 
-def _name_partner(frame, field: str) -> str | None:
+def _name_partner(frame: gpd.GeoDataFrame, field: str) -> str | None:
     """A text field that names the classes of integer ``field`` one to one, if there is one."""
     for col in frame.columns:
         if col not in (field, frame.geometry.name) and _text_like(frame[col]) and _one_to_one(frame, field, col):
@@ -238,7 +244,7 @@ def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
     row_off, col_off = int(win.row_off), int(win.col_off)
     shape = (int(win.height), int(win.width))
     index = features.rasterize(
-        ((geom, int(k)) for geom, k in zip(frame.geometry, frame["_class_index"])),
+        ((geom, int(k)) for geom, k in zip(frame.geometry, frame["_class_index"], strict=True)),
         out_shape=shape, transform=windows.transform(win, grid.transform), fill=-1, dtype="int32")
     if not (index >= 0).any():
         raise CssdError(f"{labels.path}: the labels cover no pixel centre of the scene; "
@@ -246,7 +252,7 @@ def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
     return LabelRaster(index, row_off, col_off, labels.classes, notes)
 
 
-def _bounds(values) -> str:
+def _bounds(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{float(v):.1f}" for v in values) + ")"
 
 

@@ -142,14 +142,14 @@ class ClassMapWriter(GeoTiffWriter):
     def __init__(self, path: str, grid: Grid, classes: Sequence[ClassInfo], outputs: OutputSet,
                  tags: Mapping[str, str] | None = None, cog: bool = False) -> None:
         self.classes = list(classes)
-        dtype, nodata = map_encoding(self.classes)
-        super().__init__(path, grid, 1, dtype, nodata, outputs, cog)
+        dtype, self.map_nodata = map_encoding(self.classes)
+        super().__init__(path, grid, 1, dtype, self.map_nodata, outputs, cog)
         self.tags = dict(tags or {})
 
     def __enter__(self) -> ClassMapWriter:
         super().__enter__()
         colors = {c.id: (*c.color, 255) for c in self.classes}
-        colors[int(self.nodata)] = (0, 0, 0, 0)
+        colors[self.map_nodata] = (0, 0, 0, 0)
         self.ds.write_colormap(1, colors)  # before any pixel: GDAL fixes the photometry then
         self.ds.set_band_description(1, "class id")
         self.ds.update_tags(**{CLASSES_TAG: classes_to_json(self.classes)}, **self.tags)

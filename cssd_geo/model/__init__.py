@@ -2,4 +2,5 @@
 from .cssd import CSSD, POOLINGS, ModelConfig, Pooling, distillation_loss
 from .modelfile import load_model, read_model_metadata, save_model
 
-__all__ = ["CSSD", "ModelConfig", "POOLINGS", "Pooling", "distillation_loss", "load_model", "read_model_metadata", "save_model"]
+__all__ = ["CSSD", "ModelConfig", "POOLINGS", "Pooling", "distillation_loss", "load_model", "read_model_metadata",
+           "save_model"]

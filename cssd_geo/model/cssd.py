@@ -86,6 +86,9 @@ class CSSD(nn.Module):
     ``config`` is a :class:`ModelConfig` or its dict (as :meth:`architecture` stores it).
     """
 
+    band_mean: torch.Tensor  # buffers: per-band statistics of the training scene
+    band_std: torch.Tensor
+
     def __init__(self, bands: int, n_classes: int, config: ModelConfig | Mapping[str, Any] | None = None,
                  classes: Sequence[ClassInfo] | None = None) -> None:
         super().__init__()

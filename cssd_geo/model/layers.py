@@ -120,9 +120,11 @@ class SpectralRefiner(nn.Module):
             for dx in range(k):
                 term = x[..., dy:dy + h, dx:dx + w] + s[dy, dx]
                 out = term if out is None else _maximum(out, term)
+        assert out is not None  # the element has at least one cell
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dilate and gate ``depth`` times; the element-wise maximum of the gated steps, cropped alike."""
         if not self.attention:  # depth 0: no refiner (the ablation)
             return x
         blocks = []
@@ -136,6 +138,7 @@ class SpectralRefiner(nn.Module):
             oy, ox = (b.shape[-2] - h) // 2, (b.shape[-1] - w) // 2
             b = b[..., oy:oy + h, ox:ox + w]
             merged = b if merged is None else _maximum(merged, b)
+        assert merged is not None  # depth >= 1 here
         return merged
 
 
@@ -155,6 +158,7 @@ class SpatialExtractor(nn.Module):
         self.radius = conv_radius(self.conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, channels, H, W) -> (N, out, H - 2, W - 2)."""
         return F.relu(self.bn(self.conv(x)))
 
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from qgis_helpers import FIELDS, QGIS_PLUGINS, ROOT, SCENE, cli_executable, headless_env
 
 

@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
     t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
     t.add_argument("--class-field", help="attribute holding the class (integer or text); guessed if omitted")
+    t.add_argument("--bands", metavar="LIST",
+                   help="bands to use: numbers and ranges (1-50,60) or wavelength ranges in nm (400-1300); "
+                        "default: every band with data that the file does not flag bad")
+    t.add_argument("--exclude-bands", metavar="LIST",
+                   help="bands to leave out, the same way (e.g. 1340-1460,1790-1960)")
+    _pixel_options(t)
     t.add_argument("--shots", type=int, default=defaults_t.shots,
                    help="labelled pixels per class (default %(default)s)")
     t.add_argument("--sampling", choices=SAMPLINGS, default=defaults_t.sampling,
@@ -74,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("scene", help="hyperspectral scene with the model's bands")
     r.add_argument("--chunk", type=int, default=defaults_p.chunk,
                    help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
+    _pixel_options(r)
     r.add_argument("--device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     r.add_argument("--precision", choices=PRECISIONS, default=defaults_p.precision,
                    help="arithmetic on CUDA (default %(default)s)")
@@ -94,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", dest="json_path", metavar="OUT", help="also write the metrics as JSON")
     e.add_argument("--plot", dest="plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
     return p
+
+
+def _pixel_options(parser: argparse.ArgumentParser) -> None:
+    """The options that leave pixels out, shared by train and predict."""
+    parser.add_argument("--mask", metavar="PATH",
+                        help="pixels to leave out: a raster (non-zero = leave out) or a vector layer of the "
+                             "areas to keep")
+    parser.add_argument("--no-product-masks", dest="product_masks", action="store_false",
+                        help="keep the pixels the product's quality layers (cloud, shadow, haze) flag")
 
 
 def _config(kind: type[Config], args: argparse.Namespace) -> Config:

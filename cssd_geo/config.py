@@ -35,6 +35,10 @@ class TrainConfig:
     """How to train a CSSD model: the labels and samples, the optimiser, and ``model``."""
 
     class_field: str | None = None
+    bands: str | None = None  # bands to use: indices and ranges or nm ranges (cssd_geo.bands.parse_band_list)
+    exclude_bands: str | None = None  # bands to leave out, the same way
+    mask: str | None = None  # raster (non-zero = leave out) or vector (areas to keep)
+    product_masks: bool = True  # leave out the pixels the product's quality layers flag
     shots: int = 16
     sampling: Sampling = "random"
     grid_stride: int = 5
@@ -84,6 +88,8 @@ class PredictConfig:
     """
 
     chunk: int | None = None
+    mask: str | None = None  # raster (non-zero = leave out) or vector (areas to keep); nodata in the map
+    product_masks: bool = True  # leave out the pixels the product's quality layers flag
     device: str = "auto"
     precision: Precision = "fp32"
     scheduler: str | None = None

@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .bands import check_compatible
+from .bands import match_bands, prepare
 from .blocks import BlockJob, Layer, block_outputs, default_chunk, predict_block
 from .config import PredictConfig
 from .device import resolve_device
 from .errors import CssdError, reading
 from .io.scene import open_scene, scene_grid, scene_nodata
 from .io.writers import GeoTiffMaps, MapWriter, ZarrMapWriter, map_encoding, side_outputs, write_quicklook
+from .masks import scene_mask
 from .model import CSSD, load_model
 from .outputs import OutputSet, check_output
 from .progress import Progress
@@ -52,8 +53,9 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     _check_request(names, config, isinstance(model, CSSD), extra)
     device = resolve_device(config.device) if not config.scheduler else None
     net = model if isinstance(model, CSSD) else load_model(model)
-    da = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
-    check_compatible(net, da, names.scene, names.model)
+    raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
+    bands = match_bands(raw, net.metadata, net.bands, names.scene, names.model)
+    da = prepare(raw, bands, scene_mask(raw, config.mask, config.product_masks))
     grid = scene_grid(da)
     chunk = config.chunk or default_chunk(net, device=device)
     dtype, map_nodata = map_encoding(net.classes)

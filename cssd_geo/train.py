@@ -14,12 +14,14 @@ import rasterio.transform
 import torch
 import xarray as xr
 
+from .bands import choose_bands, prepare
 from .classes import ClassInfo
 from .config import TrainConfig
 from .device import resolve_device
 from .errors import CssdError, reading
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
 from .io.vector import rasterize_labels, read_labels
+from .masks import scene_mask
 from .model import CSSD, save_model
 from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
@@ -60,16 +62,22 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
     for path in training_outputs(output).values():
         check_output(path, config.overwrite, inputs=(scene_path, labels))
     start = time.perf_counter()
-    da = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
-    grid = scene_grid(da)
+    raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
+    grid = scene_grid(raw)
     if grid.crs is None:
         raise CssdError(f"{scene_path}: the scene has no CRS, so labels cannot be placed on it; "
                         "assign one (e.g. gdal_edit.py -a_srs EPSG:XXXX)")
-    if da.sizes["band"] < MIN_BANDS:
-        raise CssdError(f"{scene_path}: has {da.sizes['band']} band(s); CSSD classifies spectra and needs at least "
+    if raw.sizes["band"] < MIN_BANDS:
+        raise CssdError(f"{scene_path}: has {raw.sizes['band']} band(s); CSSD classifies spectra and needs at least "
                         f"{MIN_BANDS} bands (its spectral extractor splits each spectrum in three); give the "
                         "hyperspectral cube, not a single band or a class map")
     with reading(scene_path or "scene"), OutputSet() as outputs:
+        mask = scene_mask(raw, config.mask, config.product_masks)
+        bands = choose_bands(raw, config.bands, config.exclude_bands, mask, scene_path or "scene", progress)
+        if len(bands.kept) < MIN_BANDS:
+            raise CssdError(f"{scene_path}: only {len(bands.kept)} band(s) left after --bands/--exclude-bands and "
+                            f"dropping bad bands; CSSD needs at least {MIN_BANDS}: keep more bands")
+        da = prepare(raw, bands.kept, mask)
         mean, std = band_statistics(da)  # also refuses a scene that is nodata everywhere
         table = read_labels(labels, grid.crs, config.class_field)
         for note in table.notes:
@@ -95,7 +103,8 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
                                   statistics=(mean, std), held_out=held_out, history=history)
         xs, ys = rasterio.transform.xy(grid.transform, samples.rows, samples.cols, offset="center")
         save_model(model, output, {
-            "band_names": band_names(da), "wavelengths": band_wavelengths(da), "class_field": table.class_field,
+            "band_names": band_names(da), "wavelengths": band_wavelengths(da), "bands": bands.to_dict(),
+            "class_field": table.class_field,
             "training_pixels": {"rows": samples.rows.tolist(), "cols": samples.cols.tolist(),
                                 "x": np.asarray(xs).tolist(), "y": np.asarray(ys).tolist()},
             "scene": {"path": os.path.abspath(scene_path) if scene_path else None,

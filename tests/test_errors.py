@@ -199,7 +199,8 @@ def test_scene_nan_and_inf_pixels_are_nodata(workspace, capsys, tmp_path):
 def test_scene_all_nodata(workspace, capsys, tmp_path):
     path = raster(tmp_path / "empty.tif", np.full_like(workspace["cube"], -9999), nodata=-9999)
     code, err = run_cli(capsys, "train", path, "--labels", workspace["labels"], "-o", tmp_path / "m.cssd", *FAST)
-    assert_one_line_error(code, err, "empty.tif", "every pixel is nodata", "nodata value")
+    assert_one_line_error(code, err, "empty.tif: every value of the kept bands is the nodata value -9999 or not "
+                          "finite; check the scene's nodata value (e.g. gdal_edit.py -a_nodata) and --bands")
     out = tmp_path / "map.tif"
     code, err = run_cli(capsys, "predict", workspace["model"], path, "-o", out)
     assert_one_line_error(code, err, "empty.tif", "every pixel is nodata", "nodata value")
@@ -513,10 +514,18 @@ def test_model_weights_do_not_match_the_architecture(workspace, capsys, tmp_path
                           "the file is damaged, retrain the model")
 
 
-def test_model_band_count_mismatch(workspace, capsys, tmp_path):
+def test_model_bands_missing_from_the_scene(workspace, capsys, tmp_path):
     other = write_scene(tmp_path / "ten.tif", make_cube(36, 42, 10))
     code, err = run_cli(capsys, "predict", workspace["model"], other, "-o", tmp_path / "m.tif")
-    assert_one_line_error(code, err, "ten.tif", "has 10 bands", "trained on 12")
+    assert_one_line_error(code, err, "ten.tif: lacks 2 of the 12 bands model", "model.cssd uses: 11 'B11' (550.0 nm), "
+                          "12 'B12' (560.0 nm); predict on a scene from the same sensor with these bands")
+
+
+def test_model_band_count_mismatch_without_band_metadata(workspace, capsys, tmp_path):
+    other = raster(tmp_path / "ten.tif", make_cube(36, 42, 10))  # no band names, no wavelengths
+    code, err = run_cli(capsys, "predict", workspace["model"], other, "-o", tmp_path / "m.tif")
+    assert_one_line_error(code, err, "ten.tif: has 10 bands and neither band names nor wavelengths, but model",
+                          "was trained on a 12-band scene; predict on a scene from the same sensor and band subset")
 
 
 def test_model_wavelength_mismatch(workspace, capsys, tmp_path):
@@ -524,16 +533,15 @@ def test_model_wavelength_mismatch(workspace, capsys, tmp_path):
     with rasterio.open(shifted, "r+") as ds:
         ds.update_tags(5, wavelength="900")
     code, err = run_cli(capsys, "predict", workspace["model"], shifted, "-o", tmp_path / "m.tif")
-    assert_one_line_error(code, err, "shifted.tif", "band 5 is at 900.0 nm")
+    assert_one_line_error(code, err, "shifted.tif: lacks 1 of the 12 bands model", "uses: 5 'B5' (490.0 nm);")
 
 
 def test_model_band_name_mismatch(workspace, capsys, tmp_path):
-    renamed = write_scene(tmp_path / "renamed.tif", workspace["cube"])  # same wavelengths, one name differs
+    renamed = write_scene(tmp_path / "renamed.tif", workspace["cube"], wavelengths=False)  # bands known by name
     with rasterio.open(renamed, "r+") as ds:
         ds.set_band_description(4, "NIR")
     code, err = run_cli(capsys, "predict", workspace["model"], renamed, "-o", tmp_path / "m.tif")
-    assert_one_line_error(code, err, "renamed.tif: band 4 is named 'NIR' but model",
-                          "model.cssd expects 'B4'", "use a scene with the model's bands in the same order")
+    assert_one_line_error(code, err, "renamed.tif: lacks 1 of the 12 bands model", "uses: 4 'B4' (480.0 nm);")
     assert not (tmp_path / "m.tif").exists()
 
 

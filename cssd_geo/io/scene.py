@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 CubeArray = TypeVar("CubeArray", np.ndarray, dsa.Array)  # a numpy or dask (band, y, x) array
 
+QUALITY_PREFIX = "quality_"  # (y, x) coordinates named quality_<layer>: a product's masks, True = leave out
 DEFAULT_CHUNK = 512
 STATS_PIXELS = 1_000_000  # band statistics come from at most this many pixels
 
@@ -86,6 +87,8 @@ def _open_gdal(path: str, chunks: dict) -> xr.DataArray:
         with rasterio.open(path) as ds:
             names, wavelengths = _band_metadata(ds)
             nodata = ds.nodata
+            scale, offset = np.asarray(ds.scales, dtype="float64"), np.asarray(ds.offsets, dtype="float64")
+            bad = _envi_bad_bands(ds)
         raw = rioxarray.open_rasterio(path, chunks=chunks, masked=False, cache=False,
                                       lock=False, parse_coordinates=True)
     except RasterioIOError as exc:
@@ -100,9 +103,25 @@ def _open_gdal(path: str, chunks: dict) -> xr.DataArray:
         da = da.rio.write_crs(raw.rio.crs)
     da = da.rio.write_transform(raw.rio.transform(recalc=False))
     da = _attach_bands(da, names, wavelengths)
+    if not (np.all(scale == 1.0) and np.all(offset == 0.0)):  # GDAL scale/offset (ENVI data gain/offset values)
+        da = da.assign_coords(scale=("band", scale), offset=("band", offset))
+    if bad is not None:
+        da = da.assign_coords(bad_band=("band", bad))
     if nodata is not None:
         da = da.rio.write_nodata(nodata, encoded=False)
     return da
+
+
+def _envi_bad_bands(ds: rasterio.io.DatasetReader) -> np.ndarray | None:
+    """ENVI's bad-band list (``bbl = {1, 1, 0, ...}``, 0 = bad) as True where a band is bad."""
+    text = ds.tags(ns="ENVI").get("bbl") if "ENVI" in (ds.tag_namespaces() or []) else None
+    if not text:
+        return None
+    try:
+        flags = [float(v) for v in text.strip("{} ").split(",")]
+    except ValueError:
+        return None
+    return np.asarray(flags) == 0 if len(flags) == ds.count else None
 
 
 def _band_metadata(ds: rasterio.io.DatasetReader) -> tuple[list[str] | None, list[float] | None]:

@@ -61,7 +61,12 @@ def open_scene(path: str | os.PathLike, chunks: int | dict | None = None) -> xr.
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CssdError(f"{path}: scene file not found; check the path")
-    if _is_zarr(path):
+    from .products import find_reader
+
+    reader = find_reader(path)
+    if reader is not None:
+        da = reader.read(path, _chunks(chunks))
+    elif _is_zarr(path):
         da = _open_zarr(path, _chunks(chunks))
     else:
         da = _open_gdal(path, _chunks(chunks))

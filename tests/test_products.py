@@ -1,0 +1,111 @@
+"""Sensor products opened as delivered (cssd_geo.io.products): EnMAP L2A."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from cssd_geo import cli
+from cssd_geo.io.scene import open_scene
+from cssd_geo.model.modelfile import read_model_metadata
+from tests.product_fixtures import EXAMPLE_FIELDS, enmap
+
+
+@pytest.fixture(scope="module")
+def enmap_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return enmap.write(tmp_path_factory.mktemp("enmap"))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
+    code = cli.main(["--quiet", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["folder", "METADATA.XML", "SPECTRAL_IMAGE.TIF"])
+def test_enmap_l2a_opens_with_its_band_characterisation_and_quality_layers(enmap_product, which):
+    path = enmap_product if which == "folder" else next(enmap_product.glob(f"*-{which}"))
+    da = open_scene(path)
+    assert da.attrs["product"] == "EnMAP L2A"
+    assert dict(da.sizes) == {"band": 224, "y": 96, "x": 96}
+    with rasterio.open(next(enmap_product.glob("*-SPECTRAL_IMAGE.TIF"))) as ds:
+        assert da.rio.crs == ds.crs and da.rio.transform() == ds.transform
+        stored = ds.read(window=rasterio.windows.Window(30, 20, 3, 2))
+    assert da.rio.nodata == -32768
+    assert np.allclose(da["wavelength"].values, np.round(enmap.WAVELENGTHS, 3))
+    assert da["fwhm"].values[0] == 7.5 and da["fwhm"].values[-1] == 10.0
+    assert (da["scale"].values == enmap.GAIN).all() and (da["offset"].values == 0).all()
+    np.testing.assert_array_equal(da.data[:, 20:22, 30:33].compute(), stored)  # values as stored
+    cloud = np.zeros((96, 96), dtype=bool)
+    cloud[enmap.CLOUD] = True
+    np.testing.assert_array_equal(da["quality_cloud"].values, cloud)
+    assert da["quality_cloud_shadow"].values.sum() == 4 and not da["quality_haze"].values.any()
+
+
+def test_enmap_trains_and_predicts_as_delivered(enmap_product, tmp_path, capsys):
+    model, landcover = tmp_path / "m.cssd", tmp_path / "map.tif"
+    code, err = run_cli(capsys, "train", enmap_product, "--labels", EXAMPLE_FIELDS, "-o", model, "--shots", 5,
+                        "--epochs", 2)
+    assert code == 0, err
+    assert "bands: 218 of 224 kept; dropped 6 no valid value (130 'band 130'" in err
+    meta = read_model_metadata(model)
+    kept = [b for b in range(1, 225) if b not in enmap.DEAD_BANDS]
+    assert meta["bands"]["kept"] == kept and meta["bands"]["scaled"] is True
+    assert np.allclose(meta["wavelengths"], np.round(enmap.WAVELENGTHS[np.asarray(kept) - 1], 3))
+    assert min(meta["training_pixels"]["rows"]) >= 0
+    code, err = run_cli(capsys, "predict", model, enmap_product, "-o", landcover)
+    assert code == 0, err
+    with rasterio.open(landcover) as out, rasterio.open(next(enmap_product.glob("*-SPECTRAL_IMAGE.TIF"))) as src:
+        assert out.crs == src.crs and out.transform == src.transform and out.shape == src.shape
+        classes = out.read(1)
+    assert (classes[enmap.CLOUD] == 0).all()  # cloud: nodata (0) in the map
+    assert (classes[enmap.GAP] == 0).all()  # the nodata stripe stays nodata
+    assert (classes[60:, :] != 0).all()
+    code, err = run_cli(capsys, "predict", model, enmap_product, "-o", tmp_path / "all.tif", "--no-product-masks")
+    assert code == 0, err
+    with rasterio.open(tmp_path / "all.tif") as out:
+        assert (out.read(1)[enmap.CLOUD] != 0).all()
+
+
+def test_enmap_radiance_level_is_refused_by_name(tmp_path, capsys):
+    product = enmap.write(tmp_path, level="L1C")
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2
+    assert err.strip() == (f"cssd-geo: error: {product}: EnMAP L1C product (radiance); cssd-geo reads EnMAP L2A "
+                           "(surface reflectance): order or process the L2A product")
+
+
+def test_incomplete_enmap_products_are_explained(tmp_path, capsys):
+    product = enmap.write(tmp_path / "a")
+    image = next(product.glob("*-SPECTRAL_IMAGE.TIF"))
+    metadata = next(product.glob("*-METADATA.XML"))
+    text = metadata.read_text()
+    metadata.write_text(text.replace("<bandID number=\"224\">", "<bandID number=\"224\" broken"))
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2 and err.startswith(f"cssd-geo: error: {metadata}: not readable XML (") and \
+        err.strip().endswith("; download the product again"), err
+    first = text.index("<bandID number=\"224\"")
+    metadata.write_text(text[:first] + text[text.index("</bandID>", first) + len("</bandID>"):])
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert err.strip() == (f"cssd-geo: error: {metadata}: describes 223 bands but {image.name} has 224; the product "
+                           "is inconsistent: download it again")
+    image.unlink()
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert err.strip() == (f"cssd-geo: error: {product}: EnMAP L2A folder without its SPECTRAL_IMAGE.TIF; the "
+                           "product is incomplete: download it again (cssd-geo reads the GeoTIFF delivery format)")
+    assert not (tmp_path / "m.cssd").exists()
+
+
+def test_enmap_quality_layer_off_the_grid_is_explained(tmp_path, capsys):
+    product = enmap.write(tmp_path)
+    cloud = next(product.glob("*-QL_QUALITY_CLOUD.TIF"))
+    with rasterio.open(cloud) as ds:
+        profile = ds.profile
+    profile.update(width=50, height=50)
+    with rasterio.open(cloud, "w", **profile) as ds:
+        ds.write(np.zeros((1, 50, 50), dtype=np.uint8))
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2
+    assert err.strip() == (f"cssd-geo: error: {cloud}: the quality layer is not on the spectral image's grid; "
+                           "the product is inconsistent: download it again")

@@ -1,4 +1,4 @@
-"""Sensor products opened as delivered (cssd_geo.io.products): EnMAP L2A."""
+"""Sensor products opened as delivered (cssd_geo.io.products): EnMAP L2A, PRISMA L2D."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import rasterio
 from cssd_geo import cli
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model.modelfile import read_model_metadata
-from tests.product_fixtures import EXAMPLE_FIELDS, enmap
+from tests.product_fixtures import EXAMPLE_FIELDS, enmap, prisma
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,78 @@ def test_enmap_quality_layer_off_the_grid_is_explained(tmp_path, capsys):
     assert code == 2
     assert err.strip() == (f"cssd-geo: error: {cloud}: the quality layer is not on the spectral image's grid; "
                            "the product is inconsistent: download it again")
+
+
+# --- PRISMA L2D --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prisma_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prisma.write(tmp_path_factory.mktemp("prisma"))
+
+
+def test_prisma_l2d_joins_vnir_and_swir_in_wavelength_order(prisma_product):
+    import h5py
+
+    da = open_scene(prisma_product)
+    assert da.attrs["product"] == "PRISMA L2D"
+    assert da.rio.crs.to_epsg() == 32616 and da.rio.transform() == enmap_grid()
+    wl = da["wavelength"].values
+    vnir = np.sort(prisma.VNIR_CW[(prisma.VNIR_CW > 0) & (prisma.VNIR_CW < 950)])
+    swir = np.sort(prisma.SWIR_CW[prisma.SWIR_CW >= 950])
+    np.testing.assert_allclose(wl, np.concatenate([vnir, swir]), rtol=1e-6)  # the overlap rule: VNIR below 950 nm
+    assert (np.diff(wl) > 0).all() and da.rio.nodata == 0
+    bad = da["bad_band"].values
+    assert bad.sum() == 1 and wl[bad][0] == pytest.approx(prisma.SWIR_CW[prisma.INVALID_SWIR], rel=1e-6)
+    low, high = prisma.SCALE["Swir"]
+    assert da["scale"].values[-1] == pytest.approx((high - low) / 65535) and da["offset"].values[-1] == low
+    with h5py.File(prisma_product) as f:  # stored values: SWIR cube (rows, bands, cols), longest wavelength first
+        stored = f["HDFEOS/SWATHS/PRS_L2D_HCO/Data Fields/SWIR_Cube"][50, :, 60]
+    k = int(np.argmin(np.abs(prisma.SWIR_CW - wl[-1])))
+    assert int(da.data[-1, 50, 60].compute()) == int(stored[k])
+
+
+def enmap_grid():
+    """The 30 m grid the PRISMA fixture is laid on (the example scene's origin)."""
+    from affine import Affine
+
+    return Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4484000.0)
+
+
+def test_prisma_trains_and_predicts_as_delivered(prisma_product, tmp_path, capsys):
+    model, landcover = tmp_path / "m.cssd", tmp_path / "map.tif"
+    code, err = run_cli(capsys, "train", prisma_product, "--labels", EXAMPLE_FIELDS, "-o", model, "--shots", 5,
+                        "--epochs", 2)
+    assert code == 0, err
+    assert "dropped 1 flagged bad by the file" in err
+    meta = read_model_metadata(model)
+    assert meta["bands"]["scaled"] is True and len(meta["wavelengths"]) == 222
+    code, err = run_cli(capsys, "predict", model, prisma_product, "-o", landcover)
+    assert code == 0, err
+    with rasterio.open(landcover) as out:
+        assert out.crs.to_epsg() == 32616 and out.transform == enmap_grid() and out.shape == (96, 96)
+        classes = out.read(1)
+    assert (classes[prisma.FILL_ROWS] == 0).all() and (classes[60:] != 0).all()
+
+
+def test_prisma_other_levels_are_refused_by_name(tmp_path, capsys):
+    product = prisma.write(tmp_path, level="L2C")
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2
+    assert err.strip() == (f"cssd-geo: error: {product}: PRISMA L2C product (not geocoded); cssd-geo reads PRISMA L2D "
+                           "(geocoded surface reflectance): order or process the L2D product")
+
+
+def test_damaged_prisma_files_are_explained(tmp_path, capsys):
+    import h5py
+
+    product = prisma.write(tmp_path / "a")
+    with h5py.File(product, "a") as f:
+        del f.attrs["Epsg_Code"]
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2
+    assert err.strip() == (f"cssd-geo: error: {product}: PRISMA L2D file without Epsg_Code; the product is "
+                           "incomplete: download it again")
+    product.write_bytes(b"not hdf5")
+    code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2 and err.startswith(f"cssd-geo: error: {product}: not a readable HDF5 file (") and \
+        err.strip().endswith("); download the product again"), err

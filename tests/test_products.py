@@ -1,4 +1,4 @@
-"""Sensor products opened as delivered (cssd_geo.io.products): EnMAP L2A, PRISMA L2D."""
+"""Sensor products opened as delivered (cssd_geo.io.products): EnMAP L2A, PRISMA L2D, EMIT L2A."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import rasterio
 from cssd_geo import cli
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model.modelfile import read_model_metadata
-from tests.product_fixtures import EXAMPLE_FIELDS, enmap, prisma
+from tests.product_fixtures import EXAMPLE_FIELDS, emit, enmap, prisma
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,99 @@ def test_damaged_prisma_files_are_explained(tmp_path, capsys):
     code, err = run_cli(capsys, "train", product, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
     assert code == 2 and err.startswith(f"cssd-geo: error: {product}: not a readable HDF5 file (") and \
         err.strip().endswith("); download the product again"), err
+
+
+# --- EMIT L2A ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def emit_granule(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return emit.write(tmp_path_factory.mktemp("emit"))
+
+
+def test_emit_l2a_is_orthorectified_through_its_glt(emit_granule):
+    import h5py
+
+    da = open_scene(emit_granule, chunks=32)
+    with h5py.File(emit_granule) as f:
+        glt_x, glt_y = f["location/glt_x"][:], f["location/glt_y"][:]
+        sensor = f["reflectance"][:]
+        gt = f.attrs["geotransform"]
+    assert da.attrs["product"] == "EMIT L2A"
+    assert da.rio.crs.to_epsg() == 4326 and tuple(da.rio.transform().to_gdal()) == pytest.approx(tuple(gt))
+    assert dict(da.sizes) == {"band": 285, "y": glt_x.shape[0], "x": glt_x.shape[1]}
+    assert da.data.numblocks[1:] == (-(-glt_x.shape[0] // 32), -(-glt_x.shape[1] // 32))  # chunk by chunk
+    np.testing.assert_allclose(da["wavelength"].values, emit.WAVELENGTHS.astype(np.float32))
+    assert (da["bad_band"].values == emit.BAD).all()
+    values = da.data[:, :, :].compute()
+    has = glt_x > 0
+    assert (values[:, ~has] == -9999).all()  # no source: fill (nodata)
+    for y, x in zip(*np.nonzero(has)[:2], strict=True):
+        if (y * 7 + x) % 97 == 0:  # spot-check pixels all over the grid
+            np.testing.assert_array_equal(values[:, y, x], sensor[glt_y[y, x] - 1, glt_x[y, x] - 1])
+    cloud = np.zeros(sensor.shape[:2], dtype=bool)
+    cloud[emit.CLOUD] = True
+    expected = has & cloud[np.maximum(glt_y, 1) - 1, np.maximum(glt_x, 1) - 1]
+    np.testing.assert_array_equal(da["quality_cloud"].values, expected)
+    assert not da["quality_cirrus"].values.any()
+
+
+def test_emit_reads_reflectance_only_when_computed(tmp_path):
+    import h5py
+
+    granule = emit.write(tmp_path)
+    da = open_scene(granule)
+    with h5py.File(granule, "a") as f:  # changed after opening: a lazy reader sees the change
+        f["reflectance"][...] = 0.25
+    values = da.data[10].compute()
+    assert set(np.unique(values)) <= {np.float32(0.25), np.float32(-9999.0)}
+
+
+def test_emit_trains_and_predicts_on_the_glt_grid(emit_granule, tmp_path, capsys):
+    model, landcover = tmp_path / "m.cssd", tmp_path / "map.tif"
+    code, err = run_cli(capsys, "train", emit_granule, "--labels", EXAMPLE_FIELDS, "-o", model, "--shots", 5,
+                        "--epochs", 2)
+    assert code == 0, err
+    assert f"dropped {int(emit.BAD.sum())} flagged bad by the file" in err
+    meta = read_model_metadata(model)
+    assert np.allclose(meta["wavelengths"], emit.WAVELENGTHS[~emit.BAD].astype(np.float32))
+    code, err = run_cli(capsys, "predict", model, emit_granule, "-o", landcover)
+    assert code == 0, err
+    da = open_scene(emit_granule)
+    with rasterio.open(landcover) as out:
+        assert out.crs.to_epsg() == 4326 and out.transform == da.rio.transform() and out.shape == da.shape[1:]
+        classes, nodata = out.read(1), out.nodata
+    assert (classes[da["quality_cloud"].values] == nodata).all()
+    assert (classes[(da.data[0] == -9999).compute()] == nodata).all()
+
+
+@pytest.mark.parametrize(("level", "product", "what"), [("L1B", "RAD", "EMIT L1B radiance granule"),
+                                                        ("L2A", "MASK", "EMIT L2A MASK granule")])
+def test_emit_other_products_are_refused_by_name(tmp_path, capsys, level, product, what):
+    granule = emit.write(tmp_path, level=level, product=product)
+    code, err = run_cli(capsys, "train", granule, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2
+    assert err.strip() == (f"cssd-geo: error: {granule}: {what}; cssd-geo reads EMIT L2A surface reflectance "
+                           "(EMIT_L2A_RFL): use the L2A reflectance granule")
+
+
+def test_damaged_emit_granules_are_explained(tmp_path, capsys):
+    import h5py
+
+    granule = emit.write(tmp_path)
+    with h5py.File(granule, "a") as f:
+        del f["location/glt_x"]
+    code, err = run_cli(capsys, "train", granule, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert err.strip() == (f"cssd-geo: error: {granule}: EMIT L2A granule without location/glt_x; the granule is "
+                           "incomplete: download it again")
+    granule.write_bytes(b"not netcdf")
+    code, err = run_cli(capsys, "train", granule, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2 and err.startswith(f"cssd-geo: error: {granule}: not a readable NetCDF4/HDF5 file (")
+
+
+def test_unreadable_emit_mask_granule_is_explained(tmp_path, capsys):
+    granule = emit.write(tmp_path)
+    mask = tmp_path / emit.GRANULE.format(level="L2A", product="MASK")
+    mask.write_bytes(b"not netcdf")
+    code, err = run_cli(capsys, "train", granule, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2 and err.startswith(f"cssd-geo: error: {mask}: not a readable EMIT mask granule (") and \
+        err.strip().endswith("download it again, or move it away to map without EMIT's cloud flags"), err

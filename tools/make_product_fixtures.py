@@ -1,4 +1,4 @@
-"""Write the small sensor products the tests use (today: EnMAP L2A, PRISMA L2D) into a folder.
+"""Write the small sensor products the tests use (EnMAP L2A, PRISMA L2D, EMIT L2A) into a folder.
 
 Usage: python tools/make_product_fixtures.py OUT_FOLDER
 
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.product_fixtures import enmap, prisma  # noqa: E402 (after the path is set)
+from tests.product_fixtures import emit, enmap, prisma  # noqa: E402 (after the path is set)
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
         raise SystemExit(__doc__)
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    for module in (enmap, prisma):
+    for module in (enmap, prisma, emit):
         folder = out / module.__name__.rsplit(".", 1)[-1]
         folder.mkdir(exist_ok=True)
         print(f"{module.__name__.rsplit('.', 1)[-1]}: {module.write(folder)}")

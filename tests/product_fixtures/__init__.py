@@ -1,6 +1,6 @@
 """Small sensor-product files for the tests, written to the products' published layouts.
 
-Each module here (today: enmap, prisma) writes one product with ``write(folder) -> path``,
+Each module here (enmap, prisma, emit) writes one product with ``write(folder) -> path``,
 following the layout its docstring cites. The pixel values come from the example scene
 ``examples/indian_pines`` (AVIRIS, 200 bands, UTM 16N, 20 m): products are laid over its
 footprint, so its field polygons (``examples/indian_pines/fields.shp``) label them too.

@@ -1,4 +1,4 @@
-"""Sensor products as delivered, one small reader each (today: EnMAP L2A, PRISMA L2D).
+"""Sensor products as delivered, one small reader each (EnMAP L2A, PRISMA L2D, EMIT L2A).
 
 Every reader returns what :func:`cssd_geo.io.scene.open_scene` returns for a plain raster:
 a lazy, Dask-chunked (band, y, x) DataArray on a north-up grid with CRS, transform and
@@ -38,9 +38,9 @@ class ProductReader:
 
 def readers() -> list[ProductReader]:
     """The product readers, tried in order on a path before the plain GDAL / Zarr readers."""
-    from . import enmap, prisma
+    from . import emit, enmap, prisma
 
-    return [enmap.READER, prisma.READER]
+    return [enmap.READER, prisma.READER, emit.READER]
 
 
 def find_reader(path: str) -> ProductReader | None:

@@ -1,6 +1,6 @@
 """A small PRISMA L2D product (HDF-EOS5 ``.he5``) in the ASI layout.
 
-Follows the PRISMA Products Specification Document (ASI, PRISMA-ASI-PSD, Issue 2.3): file
+Follows the PRISMA Products Specification Document (ASI): file
 ``PRS_L2D_STD_<start>_<stop>_0001.he5``; cubes ``HDFEOS/SWATHS/PRS_L2D_HCO/Data Fields/VNIR_Cube``
 (66 bands) and ``.../SWIR_Cube`` (173 bands), uint16 stored (rows, bands, columns), longest
 wavelength first, DN 0 = fill; root attributes ``List_Cw_Vnir``/``List_Cw_Swir`` (nm, 0 for unused

@@ -9,8 +9,8 @@ order, longest wavelength first) and per-band validity in ``List_Cw_Vnir_Flags``
 ``L2ScaleVnirMin + DN * (L2ScaleVnirMax - L2ScaleVnirMin) / 65535`` (the same with Swir), so
 each band gets scale ``(max - min) / 65535`` and offset ``min``; DN 0 is fill. The grid is the
 product's map grid: ``Epsg_Code`` and the corner attributes ``Product_{UL,UR,LL,LR}corner_easting``
-/ ``_northing`` bound it. Layout as in the PRISMA Products Specification Document (ASI,
-PRISMA-ASI-PSD, Issue 2.3).
+/ ``_northing`` bound it. Layout as in ASI's PRISMA Products Specification
+Document.
 
 The two cubes are joined in increasing wavelength. Where they overlap (about 920-1010 nm) the
 rule is: VNIR bands below :data:`OVERLAP_CUT_NM`, SWIR bands from it on; the other detector's

@@ -864,3 +864,23 @@ def test_cancel_through_the_progress(workspace, tmp_path):
     assert str(caught.value) == "cancelled: prediction was stopped before it finished; nothing was written"
     assert isinstance(caught.value, CssdError)  # a CLI or a plugin shows it like any other error
     assert os.listdir(tmp_path) == []
+
+
+def test_every_test_docs_errors_names_exists():
+    """The test column of docs/errors.md names real tests (``name`` = tests/test_errors.py)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    named: list[tuple[str, str]] = []
+    for line in (root / "docs" / "errors.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[-1].startswith("`test"):
+            for ref in re.findall(r"`([^`]+)`", cells[-1]):
+                file, _, name = ref.rpartition("::")
+                named.append((file or "test_errors.py", name))
+    assert len(named) > 50
+    missing = [f"{file}::{name}" for file, name in named
+               if not re.search(rf"^def {re.escape(name)}\(", (root / "tests" / file).read_text()
+                                if (root / "tests" / file).is_file() else "", re.MULTILINE)]
+    assert missing == []

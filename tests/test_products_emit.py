@@ -236,14 +236,6 @@ def test_a_chunk_reads_a_strip_of_sensor_lines_at_a_time(granule, monkeypatch):
 
 # --- errors -------------------------------------------------------------------------------------
 
-def test_l1b_radiance_granule_is_refused_by_name(tmp_path, capsys):
-    granule = emit.write_l1b(tmp_path)
-    code, err = run_cli(capsys, "train", granule, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
-    assert code == 2
-    assert err == (f"cssd-geo: error: {granule}: EMIT L1B radiance granule; cssd-geo reads EMIT L2A surface "
-                   "reflectance (EMIT_L2A_RFL): use the L2A reflectance granule")
-
-
 def test_rotated_glt_grid_is_refused(granule_copy, capsys, tmp_path):
     with h5py.File(granule_copy, "a") as f:
         gt = f.attrs["geotransform"]
@@ -299,6 +291,35 @@ def _refused(capsys, granule, tmp_path) -> str:
     assert code == 2 and len(err.splitlines()) == 1, err
     assert not (tmp_path / "m.cssd").exists()
     return err
+
+
+@pytest.mark.parametrize(("level", "product", "what"), [("L1B", "RAD", "EMIT L1B radiance granule"),
+                                                        ("L2A", "MASK", "EMIT L2A MASK granule")])
+def test_other_emit_products_are_refused_by_name(tmp_path, capsys, level, product, what):
+    granule = emit.write_l1b(tmp_path) if level == "L1B" else emit.write(tmp_path, level=level, product=product)
+    code, err = run_cli(capsys, "train", granule, "--labels", EXAMPLE_FIELDS, "-o", tmp_path / "m.cssd")
+    assert code == 2
+    assert err == (f"cssd-geo: error: {granule}: {what}; cssd-geo reads EMIT L2A surface "
+                   "reflectance (EMIT_L2A_RFL): use the L2A reflectance granule")
+
+
+def test_damaged_granules_are_explained(granule_copy, capsys, tmp_path):
+    with h5py.File(granule_copy, "a") as f:
+        del f["location/glt_x"]
+    assert _refused(capsys, granule_copy, tmp_path) == (
+        f"cssd-geo: error: {granule_copy}: EMIT L2A granule without location/glt_x; the granule is "
+        "incomplete: download it again")
+    granule_copy.write_bytes(b"not netcdf")
+    err = _refused(capsys, granule_copy, tmp_path)
+    assert err.startswith(f"cssd-geo: error: {granule_copy}: not a readable NetCDF4/HDF5 file (")
+    assert err.endswith("); download the granule again")
+
+
+def test_unreadable_mask_granule_is_explained(granule_copy, capsys, tmp_path):
+    mask_path(granule_copy).write_bytes(b"not netcdf")
+    err = _refused(capsys, granule_copy, tmp_path)
+    assert err.startswith(f"cssd-geo: error: {mask_path(granule_copy)}: not a readable EMIT mask granule (")
+    assert err.endswith("download it again, or move it away to map without EMIT's cloud flags")
 
 
 def test_glt_pointing_outside_the_sensor_pixels_is_refused(granule_copy, capsys, tmp_path):

@@ -16,7 +16,7 @@ import xarray as xr
 from .io.scene import mask_invalid, scene_nodata
 from .io.writers import encode_probabilities
 from .model import CSSD, load_model
-from .tiling import CHUNK_MEMORY, chunk_side, map_with_halo
+from .tiling import CHUNK_MEMORY, View, chunk_side, dihedral_views, map_with_halo
 
 Layer = Literal["classes", "probabilities", "confidence", "logits"]
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -25,7 +25,9 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass(frozen=True)
 class BlockJob:
     """Everything a chunk task needs. ``model`` is the module itself (local runs) or the
-    model file path (cluster runs: each worker loads it once, see :func:`job_model`)."""
+    model file path (cluster runs: each worker loads it once, see :func:`job_model`).
+    ``tta``: average the class probabilities over the 8 dihedral views of each window
+    (:func:`view_probabilities`)."""
 
     model: CSSD | str
     device: str
@@ -34,6 +36,7 @@ class BlockJob:
     outputs: tuple[Layer, ...]
     lookup: tuple[int, ...]  # class id of each logit
     map_nodata: int
+    tta: bool = False
 
     def bands_out(self, n_classes: int) -> int:
         """Rows of the array a block task returns."""
@@ -91,9 +94,26 @@ def dense_logits(model: CSSD, x: torch.Tensor, precision: str = "fp32") -> torch
         return torch.cat([top, bottom], dim=-2)
 
 
+@torch.no_grad()
+def view_probabilities(model: CSSD, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Test-time augmentation: class probabilities [B, K, H - 2 reach, W - 2 reach] of a tile
+    with its halo, each pixel's the mean of the softmax over the 8 views of its window
+    (:func:`cssd_geo.tiling.dihedral_views`): the whole tile is turned or mirrored, run
+    densely and turned back, so this tiles exactly, at 8 times the compute."""
+    def probabilities(view: View) -> torch.Tensor:
+        return torch.softmax(view.invert(dense_logits(model, view.apply(x), precision)).float(), dim=1)
+
+    first, *rest = dihedral_views()
+    total = probabilities(first)
+    for view in rest:  # one view at a time: the memory of a plain run
+        total.add_(probabilities(view))
+    return total.div_(1 + len(rest))
+
+
 def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
     """Outputs of one chunk: ``block`` is (band, rows + 2 reach, cols + 2 reach) raw values;
-    the result is float32 (output band, rows, cols) in the order of ``job.outputs``."""
+    the result is float32 (output band, rows, cols) in the order of ``job.outputs``. With
+    ``job.tta`` the probabilities are the mean over the views and the logits their log."""
     model = job_model(job)
     h = model.reach
     x = mask_invalid(np.array(block, dtype=np.float32), job.nodata)
@@ -102,16 +122,22 @@ def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
     device = torch.device(job.device)
     if device.type == "cuda":
         tensor = tensor.pin_memory().to(device, non_blocking=True)
-    logits = dense_logits(model, tensor, job.precision)[0]
+    probabilities: torch.Tensor | None = None
+    if job.tta:
+        probabilities = view_probabilities(model, tensor, job.precision)[0]
+        logits = torch.log(probabilities)
+    else:
+        logits = dense_logits(model, tensor, job.precision)[0]
     out = []
     for name in job.outputs:
         if name == "logits":
             out.append(logits.cpu().numpy())
         elif name == "classes":
-            ids = np.asarray(job.lookup)[logits.argmax(0).cpu().numpy()]
+            scores = probabilities if probabilities is not None else logits
+            ids = np.asarray(job.lookup)[scores.argmax(0).cpu().numpy()]
             out.append(np.where(valid, ids, job.map_nodata)[None].astype(np.float32))
         else:
-            p = torch.softmax(logits.float(), dim=0)
+            p = probabilities if probabilities is not None else torch.softmax(logits.float(), dim=0)
             p = p if name == "probabilities" else p.max(0, keepdim=True).values
             out.append(encode_probabilities(p.cpu().numpy(), valid).astype(np.float32))
     return np.concatenate(out, axis=0)
@@ -124,9 +150,11 @@ def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int) -
     return map_with_halo(predict_block, data, model.reach, chunk, job.bands_out(model.n_classes), job=job)
 
 
-def predict_logits(model: CSSD, scene: xr.DataArray, chunk: int = 256, device: str = "cpu") -> np.ndarray:
-    """Logits (K, y, x) of every pixel of a (small) scene through the engine."""
+def predict_logits(model: CSSD, scene: xr.DataArray, chunk: int = 256, device: str = "cpu", *,
+                   tta: bool = False) -> np.ndarray:
+    """Logits (K, y, x) of every pixel of a (small) scene through the engine; with ``tta``
+    the log of the probabilities averaged over the 8 views (their softmax is that mean)."""
     job = BlockJob(model.to(device).eval(), device, "fp32", scene_nodata(scene), ("logits",),
-                   tuple(c.id for c in model.classes) or tuple(range(model.n_classes)), 0)
+                   tuple(c.id for c in model.classes) or tuple(range(model.n_classes)), 0, tta)
     with dask.config.set(scheduler="threads"):
         return np.asarray(block_outputs(scene, model, job, chunk).compute())

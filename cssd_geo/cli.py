@@ -18,7 +18,7 @@ from .config import (
     option_names,
 )
 from .errors import CssdError, first_line
-from .model.cssd import POOLINGS, ModelConfig
+from .model.cssd import HEADS, POOLINGS, REFINERS, ModelConfig
 from .progress import JsonLinesProgress, TqdmProgress
 from .sampling import SAMPLINGS
 
@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="Adam learning rate (default %(default)s)")
     t.add_argument("--schedule", choices=SCHEDULES, default=defaults_t.schedule,
                    help="learning rate: cosine decay to 0, or halve when the loss stalls (default %(default)s)")
+    t.add_argument("--unlabelled", type=int, default=defaults_t.unlabelled, metavar="N",
+                   help="unlabelled windows per training step on which the centre-spectrum classifier teaches "
+                        "the window classifier; 0: labelled pixels only (default %(default)s)")
+    t.add_argument("--teacher-threshold", type=float, default=defaults_t.teacher_threshold, metavar="P",
+                   help="confidence the centre-spectrum classifier needs on an unlabelled window (default "
+                        "%(default)s)")
     t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
@@ -68,10 +74,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="odd side of SpeFR's structuring element (default %(default)s)")
     m.add_argument("--refiner-depth", type=int, default=defaults_m.refiner_depth,
                    help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
+    m.add_argument("--refiner", choices=REFINERS, default=defaults_m.refiner,
+                   help="SpeFR form: SE-weighted blocks, or the grey-scale dilation of older models "
+                        "(default %(default)s)")
     m.add_argument("--pooling", choices=POOLINGS, default=defaults_m.pooling,
                    help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
     m.add_argument("--no-auxiliary", dest="auxiliary", action="store_false",
                    help="no centre-spectrum classifier loss: a plain CNN (baseline)")
+    m.add_argument("--heads", choices=HEADS, default=defaults_m.heads,
+                   help="the map from the mean of the window and centre-spectrum classifiers' probabilities, or "
+                        "from the window classifier alone (default %(default)s)")
     m.add_argument("--tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
     m.add_argument("--eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
 
@@ -90,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.tif")
     r.add_argument("--confidence", action="store_true", help="also write NAME_confidence.tif")
     r.add_argument("--quicklook", metavar="PNG", help="also write a coloured PNG of the map")
+    r.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average each pixel's class probabilities over the 8 turns and "
+                        "mirrorings of its window (8 times the compute)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing map")
     r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
 

@@ -46,6 +46,8 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     schedule: Schedule = "cosine"
+    unlabelled: int = 32  # unlabelled windows per step the centre-spectrum head teaches on (0: labels only)
+    teacher_threshold: float = 0.8  # the centre-spectrum head's confidence an unlabelled window needs
     seed: int = 0
     device: str = "auto"
     overwrite: bool = False
@@ -73,6 +75,12 @@ class TrainConfig:
         if self.batch_size < 1:
             raise CssdError(f"--batch-size {self.batch_size}: must be at least 1")
         _choose("--schedule", self.schedule, SCHEDULES)
+        if self.unlabelled < 0:
+            raise CssdError(f"--unlabelled {self.unlabelled}: give the unlabelled windows per step, or 0 to "
+                            "train on the labelled pixels alone")
+        if not 0.0 < self.teacher_threshold <= 1.0:
+            raise CssdError(f"--teacher-threshold {self.teacher_threshold}: the confidence must lie in 0..1 "
+                            "(e.g. 0.8)")
         self.model.validate()
 
 
@@ -85,6 +93,9 @@ class PredictConfig:
     the address of a Dask distributed scheduler (None: this machine). ``probabilities`` and
     ``confidence`` add ``<name>_probabilities.tif`` (a band per class) and
     ``<name>_confidence.tif`` (max probability), uint8 = round(p * 254), 255 = nodata.
+    ``tta`` (test-time augmentation) averages each pixel's class probabilities over the 8
+    turns and mirrorings of its window (``tiling.dihedral_views``); the map and the
+    probability outputs come from that mean, at 8 times the compute.
     """
 
     chunk: int | None = None
@@ -98,6 +109,7 @@ class PredictConfig:
     confidence: bool = False
     overwrite: bool = False
     quicklook: str | None = None
+    tta: bool = False
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for an option no run could use."""

@@ -65,7 +65,7 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     else:
         job_model, job_device = net.to(device).eval(), str(device)
     job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), layers,
-                   tuple(c.id for c in net.classes), map_nodata)
+                   tuple(c.id for c in net.classes), map_nodata, config.tta)
     arrays = _split_layers(block_outputs(da, net, job, chunk), layers, net.n_classes, dtype)
     runner = Runner(progress, predict_block.__name__, device, config.scheduler)
     n_chunks = arrays["classes"].numblocks[0] * arrays["classes"].numblocks[1]

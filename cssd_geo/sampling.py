@@ -1,6 +1,6 @@
 """Every choice of training and validation pixels: the few-shot shots of a training run, the
-held-out pixels its validation scores, the benchmark protocol's split; and cutting model
-windows around chosen pixels."""
+unlabelled pixels its self-distillation learns from, the held-out pixels its validation
+scores, the benchmark protocol's split; and cutting model windows around chosen pixels."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,11 +10,14 @@ import numpy as np
 import xarray as xr
 
 from .errors import CssdError
+from .io.scene import scene_nodata, valid_pixels
 from .io.vector import LabelRaster
 from .progress import Progress
 from .tiling import read_window, reflect_index
 
 VALIDATION_PIXELS = 2000  # held-out pixels scored after each epoch (a seeded random subset)
+UNLABELLED_TILES = 16  # random scene tiles the unlabelled windows are centred in
+UNLABELLED_TILE = 48  # their side: memory is tiles x (side + window - 1)^2 pixels, whatever the scene size
 
 Sampling = Literal["random", "grid"]  # k pixels per class among all, or among centres on a stride grid
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
@@ -146,6 +149,36 @@ def few_shot_split(labels: np.ndarray, shots: int, seed: int,
     all_rows, all_cols = np.concatenate(rows), np.concatenate(cols)
     test[all_rows, all_cols] = False
     return all_rows, all_cols, test
+
+
+def draw_unlabelled_pixels(scene: xr.DataArray, seed: int, *, tiles: int = UNLABELLED_TILES,
+                           tile: int = UNLABELLED_TILE) -> tuple[np.ndarray, np.ndarray]:
+    """Scene rows and columns of valid pixels, with no label, to centre unlabelled training
+    windows on: every valid pixel of ``tiles`` random ``tile`` x ``tile`` tiles of the scene
+    (the whole scene when it is no larger), shuffled by ``seed``.
+
+    Tiles instead of pixels spread over the scene: the windows of a tile's pixels overlap, so
+    their pixels are read and stored once (:func:`window_pixels`), and what is read stays
+    bounded on a scene of any size. No label is read here."""
+    rng = np.random.default_rng([seed, 7])
+    height, width = scene.sizes["y"], scene.sizes["x"]
+    th, tw = min(tile, height), min(tile, width)
+    across, down = max(1, width // tw), max(1, height // th)
+    picks = rng.choice(across * down, size=min(tiles, across * down), replace=False)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for pick in np.sort(picks):
+        r0, c0 = int(pick // across) * th, int(pick % across) * tw
+        # the last tile of a row or column takes the remainder of the scene
+        r1 = height if pick // across == down - 1 else r0 + th
+        c1 = width if pick % across == across - 1 else c0 + tw
+        valid = valid_pixels(read_window(scene, r0, r1, c0, c1), scene_nodata(scene))
+        r, c = np.nonzero(valid)
+        rows.append(r + r0)
+        cols.append(c + c0)
+    r_all, c_all = np.concatenate(rows), np.concatenate(cols)
+    order = rng.permutation(r_all.size)
+    return r_all[order].astype(np.int64), c_all[order].astype(np.int64)
 
 
 def window_pixels(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray, window: int,

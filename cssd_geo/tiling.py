@@ -10,15 +10,22 @@ was computed from a window or from a chunk.
 Dask's own ``map_overlap(boundary="reflect")`` is not used: it mirrors *including* the edge
 pixel (numpy's "symmetric": index -1 reads row 0), which would differ from the training
 windows by one pixel at every border, and it cannot pad more than one chunk deep.
+
+The eight symmetries of the square (:func:`dihedral_views`) map a tile with its halo onto the
+tile, with the same halo, of the turned or mirrored scene: the model's window is a square
+centred on its pixel, so running it over a transformed tile and undoing the transform on the
+output gives each pixel the prediction for its transformed window (test-time augmentation).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as dsa
 import numpy as np
+import torch
 import xarray as xr
 
 from .errors import CssdError
@@ -82,6 +89,32 @@ def map_with_halo(function: Callable[..., np.ndarray], data: dsa.Array, halo: in
     return dsa.map_overlap(function, padded, depth={0: 0, 1: halo, 2: halo}, boundary="none", trim=False,
                            dtype=np.float32, chunks=((out_bands,), rows, cols),
                            meta=np.empty((0, 0, 0), np.float32), **kwargs)
+
+
+@dataclass(frozen=True)
+class View:
+    """A symmetry of the square on the last two (row, column) axes of a tensor: transpose
+    first when ``transpose``, then turn by ``turns`` quarter turns (as ``torch.rot90``)."""
+
+    turns: int
+    transpose: bool
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` seen in this view."""
+        x = x.transpose(-2, -1) if self.transpose else x
+        return torch.rot90(x, self.turns, dims=(-2, -1))
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo :meth:`apply`: ``invert(apply(x))`` is ``x``."""
+        x = torch.rot90(x, -self.turns, dims=(-2, -1))
+        return x.transpose(-2, -1) if self.transpose else x
+
+
+def dihedral_views() -> tuple[View, ...]:
+    """The 8 views of a tile or window used for test-time augmentation: the identity and the
+    turns by 90, 180 and 270 degrees, then the transpose, the two flips and the
+    anti-transpose (the transpose turned by 90, 180, 270 degrees)."""
+    return tuple(View(turns, transpose) for transpose in (False, True) for turns in range(4))
 
 
 def chunk_side(floats_per_pixel: int, halo: int, memory: int = CHUNK_MEMORY) -> int:

@@ -25,8 +25,15 @@ from .masks import scene_mask
 from .model import CSSD, save_model
 from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
-from .sampling import Samples, cut_windows, draw_training_pixels, held_out_pixels, window_pixels
-from .tiling import read_window
+from .sampling import (
+    Samples,
+    cut_windows,
+    draw_training_pixels,
+    draw_unlabelled_pixels,
+    held_out_pixels,
+    window_pixels,
+)
+from .tiling import dihedral_views, read_window
 
 MIN_BANDS = 3  # SpeFE cuts the spectrum into three segments
 
@@ -43,9 +50,11 @@ class TrainResult:
     class_field: str
     final_loss: float
     seconds: float
-    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: epoch, loss, lr, val_oa (or None)
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: epoch, loss, lr, val_oa, taught
     validation_pixels: int = 0
     class_names: list[str] = field(default_factory=list)
+    structuring_element: dict[str, Any] = field(default_factory=dict)  # SpeFR's SE at the start and the end
+    seconds_per_step: float | None = None
 
 
 def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -99,8 +108,9 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
             progress.message(f"validation: overall accuracy of {len(held_out[0])} held-out labelled pixels after "
                              "each epoch")
         history: list[dict[str, Any]] = []
+        log: dict[str, Any] = {}
         model, loss = train_model(da, samples, table.classes, config, device, progress,
-                                  statistics=(mean, std), held_out=held_out, history=history)
+                                  statistics=(mean, std), held_out=held_out, history=history, log=log)
         xs, ys = rasterio.transform.xy(grid.transform, samples.rows, samples.cols, offset="center")
         save_model(model, output, {
             "band_names": band_names(da), "wavelengths": band_wavelengths(da), "bands": bands.to_dict(),
@@ -113,7 +123,8 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
             "train_config": asdict(config), "final_loss": loss,
         }, outputs)
         result = TrainResult(output, samples, table.class_field, loss, time.perf_counter() - start, history,
-                             0 if held_out is None else len(held_out[0]), [c.name for c in table.classes])
+                             0 if held_out is None else len(held_out[0]), [c.name for c in table.classes],
+                             log.get("structuring_element", {}), log.get("seconds_per_step"))
         _write_training_report(result, outputs)
     progress.message(f"model written to {output} ({len(samples)} training pixels, {result.seconds:.1f} s); training "
                      f"curve and metrics in {os.path.basename(training_outputs(output)['png'])} and "
@@ -124,12 +135,19 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
 def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], config: TrainConfig,
                 device: torch.device | str = "cpu", progress: Progress | None = None, *,
                 statistics: tuple[np.ndarray, np.ndarray] | None = None, held_out: HeldOut | None = None,
-                history: list[dict[str, Any]] | None = None) -> tuple[CSSD, float]:
+                history: list[dict[str, Any]] | None = None,
+                log: dict[str, Any] | None = None) -> tuple[CSSD, float]:
     """A CSSD model trained on the windows centred on the ``samples`` pixels of ``da`` (their
     ``index``: class indices in the logit order of ``classes``); returns it in eval mode and
     the last epoch's loss. ``statistics`` (band mean, std) default to the scene's.
     ``held_out`` (rows, cols, class indices) are scored after each epoch; ``history`` gets
-    one dict per epoch."""
+    one dict per epoch; ``log`` gets SpeFR's structuring element at the start and the end and
+    the mean seconds per optimiser step.
+
+    With ``config.unlabelled`` > 0 (and the auxiliary classifier), windows centred on valid
+    pixels of random scene tiles (:func:`~cssd_geo.sampling.draw_unlabelled_pixels`) join
+    every step without a label: the centre-spectrum classifier teaches the window classifier
+    on them."""
     progress = progress or Progress()
     device = torch.device(device)
     mean, std = statistics if statistics is not None else band_statistics(da)
@@ -142,7 +160,22 @@ def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], co
     validate = Validation(da, held_out, model.reach, device) if held_out is not None else None
     data = TrainingWindows(torch.from_numpy(spectra), torch.from_numpy(index),
                            torch.as_tensor(samples.index, dtype=torch.int64))
-    loss = fit(model, data, config, device, progress, validate, history)
+    unlabelled = None
+    if config.unlabelled > 0 and model.config.auxiliary:
+        rows, cols = draw_unlabelled_pixels(da, config.seed)
+        if rows.size:
+            spectra_u, index_u = window_pixels(da, rows, cols, model.window)
+            unlabelled = UnlabelledWindows(torch.from_numpy(spectra_u), torch.from_numpy(index_u))
+            progress.message(f"self-distillation: {config.unlabelled} unlabelled windows per step, drawn from "
+                             f"{rows.size} valid pixels of random scene tiles")
+    log = log if log is not None else {}
+    log["structuring_element"] = {"start": model.spefr.elements()}
+    started = time.perf_counter()
+    loss = fit(model, data, config, device, progress, validate, history, unlabelled=unlabelled,
+               band_std=torch.as_tensor(std, dtype=torch.float32))
+    steps = config.epochs_for(len(data.targets)) * len(_batch_starts(len(data.targets), config.batch_size))
+    log["seconds_per_step"] = (time.perf_counter() - started) / max(1, steps)
+    log["structuring_element"]["end"] = model.spefr.elements()
     return model, loss
 
 
@@ -201,6 +234,7 @@ def _write_training_report(result: TrainResult, outputs: OutputSet) -> None:
               "validation_pixels": result.validation_pixels, "seconds": result.seconds,
               "final_loss": history[-1]["loss"] if history else None,
               "final_validation_oa": history[-1].get("val_oa") if history else None,
+              "seconds_per_step": result.seconds_per_step, "structuring_element": result.structuring_element,
               "classes": result.class_names, "epochs": history}
     with output_file(paths["json"], outputs) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
@@ -217,6 +251,18 @@ class TrainingWindows:
     targets: torch.Tensor
 
 
+@dataclass
+class UnlabelledWindows:
+    """Windows without labels, stored like :class:`TrainingWindows`: ``spectra`` [M, S] of the
+    distinct pixels, ``windows`` [N, window, window] indexing them."""
+
+    spectra: torch.Tensor
+    windows: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.windows.shape[0])
+
+
 @contextmanager
 def _deterministic() -> Iterator[None]:
     """Deterministic torch algorithms for the block (same seed, same model on a CPU)."""
@@ -229,14 +275,22 @@ def _deterministic() -> Iterator[None]:
 
 
 def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.device, progress: Progress,
-        validate: Callable[[CSSD], float] | None = None, history: list[dict[str, Any]] | None = None) -> float:
-    """The training loop: Adam, the learning-rate schedule of ``config.schedule``, centre-keeping flips,
-    the model's self-distillation loss. Returns the last epoch's mean loss.
+        validate: Callable[[CSSD], float] | None = None, history: list[dict[str, Any]] | None = None, *,
+        unlabelled: UnlabelledWindows | None = None, band_std: torch.Tensor | None = None) -> float:
+    """The training loop: Adam, the learning-rate schedule of ``config.schedule``, a random
+    dihedral view (flips, rotations, transposes: each keeps the centre) of every window, the
+    model's self-distillation loss. Returns the last epoch's mean loss.
+
+    With ``unlabelled``, every step also takes ``config.unlabelled`` of those windows: the
+    centre-spectrum classifier reads each one's centre spectrum as it is (the weak view) and
+    teaches the window classifier on a strong view (a dihedral view whose spectra get noise,
+    brightness changes and dropped bands, see :func:`_spectral_views`; ``band_std`` scales
+    the noise), where it is confident (:meth:`CSSD.teaching_loss`).
 
     SpeFE runs once per distinct pixel of a batch and the features are gathered into windows
     (SpeFE works pixel by pixel, so this is exact). ``validate(model) -> accuracy``, when
-    given, scores the model after each epoch; each epoch's loss, learning rate and that
-    accuracy are appended to ``history``.
+    given, scores the model after each epoch; each epoch's loss, learning rate, that accuracy
+    and the share of unlabelled windows taught on are appended to ``history``.
     """
     history = history if history is not None else []
     generator = torch.Generator().manual_seed(config.seed)
@@ -252,18 +306,38 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
         if config.schedule == "plateau" else None
     progress.stage("train", epochs)
     epoch_loss = float("nan")
+    centre = model.window // 2
+    noise = (band_std if band_std is not None else torch.ones(data.spectra.shape[1])) * SPECTRAL_NOISE
     with _deterministic():
         for epoch in range(epochs):
             order = torch.randperm(n, generator=generator)
             total = 0.0
+            taught = drawn = 0
             for start in batches:
                 progress.check("training")
                 idx = order[start:start + config.batch_size]
-                pixels, where = torch.unique(_flip(data.windows[idx], generator), return_inverse=True)
-                feats = model.pixel_features(data.spectra[pixels].to(device))
-                feats = feats[where.to(device)].permute(0, 3, 1, 2).contiguous()
-                patch_logits, aux_logits = model.forward_features(feats)
-                loss = model.loss(patch_logits, aux_logits, data.targets[idx].to(device))
+                pixels, where = torch.unique(_dihedral(data.windows[idx], generator), return_inverse=True)
+                raw = [data.spectra[pixels]]
+                if unlabelled is not None:
+                    pick = torch.randint(len(unlabelled), (config.unlabelled,), generator=generator)
+                    strong, strong_where = torch.unique(_dihedral(unlabelled.windows[pick], generator),
+                                                        return_inverse=True)
+                    weak, weak_where = torch.unique(unlabelled.windows[pick, centre, centre], return_inverse=True)
+                    raw += [_spectral_views(unlabelled.spectra[strong], noise, generator), unlabelled.spectra[weak]]
+                feats = model.pixel_features(torch.cat(raw).to(device))
+                windows = feats[where.to(device)]
+                if unlabelled is not None:
+                    offset = pixels.numel()
+                    windows = torch.cat([windows, feats[(strong_where + offset).to(device)]])
+                    teacher = model.aux(feats[(weak_where + offset + strong.numel()).to(device)])
+                patch_logits, aux_logits = model.forward_features(windows.permute(0, 3, 1, 2).contiguous())
+                b = idx.numel()
+                loss = model.loss(patch_logits[:b], aux_logits[:b], data.targets[idx].to(device))
+                if unlabelled is not None:
+                    teaching, passed = model.teaching_loss(patch_logits[b:], teacher.detach(),
+                                                           config.teacher_threshold)
+                    loss = loss + teaching
+                    taught, drawn = taught + passed, drawn + config.unlabelled
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -275,7 +349,8 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                 plateau.step(epoch_loss)
             lr = optimiser.param_groups[0]["lr"]
             val_oa = validate(model) if validate is not None else None
-            history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_oa": val_oa})
+            history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_oa": val_oa,
+                            "taught": taught / drawn if drawn else None})
             note = f"loss {epoch_loss:.4f} lr {lr:.1e}" + (f" val OA {100 * val_oa:.1f}%" if val_oa is not None else "")
             if val_oa is not None:
                 progress.message(f"epoch {epoch + 1}/{epochs}: {note}")
@@ -290,11 +365,29 @@ def _batch_starts(n: int, batch_size: int) -> list[int]:
     return [start for start in range(0, n, batch_size) if min(batch_size, n - start) >= 2 or n < 2]
 
 
-def _flip(windows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal and vertical flips of each window (of anything laid out [N, ..., H, W]);
-    odd windows keep their centre."""
-    windows = windows.clone()
-    for axis in (-1, -2):
-        mask = torch.rand(windows.shape[0], generator=generator) < 0.5
-        windows[mask] = windows[mask].flip(axis)
-    return windows
+SPECTRAL_NOISE = 0.05  # strong view: Gaussian noise, in band standard deviations
+BRIGHTNESS = 0.1  # strong view: each spectrum scaled by a factor in 1 +- this
+BAND_DROPOUT = 0.1  # strong view: share of each spectrum's bands replaced by the band mean
+
+
+def _dihedral(windows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each square window (of anything laid out [N, ..., H, W]) in a random one of the 8
+    dihedral views of :func:`~cssd_geo.tiling.dihedral_views`; odd windows keep their centre."""
+    views = dihedral_views()
+    pick = torch.randint(len(views), (windows.shape[0],), generator=generator)
+    out = windows.clone()
+    for k, view in enumerate(views):
+        chosen = pick == k
+        if chosen.any():
+            out[chosen] = view.apply(windows[chosen])
+    return out
+
+
+def _spectral_views(spectra: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Strongly augmented copies of raw spectra [M, S]: each scaled by a random brightness,
+    with Gaussian noise of ``noise`` (per band) added and a random share of its bands set
+    missing (NaN, which the model reads as the band mean)."""
+    m, s = spectra.shape
+    scale = 1 + BRIGHTNESS * (2 * torch.rand(m, 1, generator=generator) - 1)
+    out = spectra * scale + torch.randn(m, s, generator=generator) * noise
+    return out.masked_fill(torch.rand(m, s, generator=generator) < BAND_DROPOUT, float("nan"))

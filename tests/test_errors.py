@@ -665,6 +665,8 @@ def test_output_disk_full_leaves_nothing(workspace, capsys, tmp_path, monkeypatc
     (["--refiner-depth", "-1"], ["--refiner-depth -1", "use 0 (no SpeFR) or more"]),
     (["--eps", "1.5"], ["--eps 1.5", "the distillation weight must lie in 0..1"]),
     (["--tau", "0"], ["--tau 0.0", "the temperature must be positive"]),
+    (["--unlabelled", "-1"], ["--unlabelled -1", "or 0 to train on the labelled pixels alone"]),
+    (["--teacher-threshold", "1.5"], ["--teacher-threshold 1.5", "the confidence must lie in 0..1"]),
 ])
 def test_bad_train_options(workspace, capsys, tmp_path, argv, needles):
     code, err = run_cli(capsys, "train", workspace["scene"], "--labels", workspace["labels"], "-o",
@@ -690,6 +692,9 @@ def test_cuda_requested_without_cuda(workspace, capsys, tmp_path):
     ("train", cssd_geo.TrainConfig(schedule="step"), "--schedule step: choose cosine or plateau"),
     ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(pooling="max")),
      "--pooling max: choose 'sap' (spectral-aware) or 'mean'"),
+    ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(refiner="erosion")),
+     "--refiner erosion: choose 'weighted' (SpeFR) or 'dilation'"),
+    ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(heads="aux")), "--heads aux: choose 'both' or 'window'"),
     ("predict", cssd_geo.PredictConfig(precision="fp8"), "--precision fp8: choose fp32 or bf16 or fp16"),
 ])
 def test_bad_choices_through_the_api(workspace, tmp_path, step, config, message):

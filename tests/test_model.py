@@ -6,7 +6,8 @@ from cssd_geo.blocks import predict_logits
 from cssd_geo.errors import CssdError
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model import CSSD, ModelConfig, distillation_loss
-from cssd_geo.model.layers import SpectralExtractor
+from cssd_geo.model.cssd import teaching_loss
+from cssd_geo.model.layers import SpectralExtractor, SpectralRefiner
 
 
 def randomised(model: CSSD, seed: int = 0) -> CSSD:
@@ -66,8 +67,9 @@ def test_missing_pixels_are_filled_with_the_band_mean():
 
 
 @pytest.mark.parametrize("variant", [{}, {"refiner_depth": 0}, {"pooling": "mean"},
-                                     {"refiner_depth": 0, "pooling": "mean"}],
-                         ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn"])
+                                     {"refiner_depth": 0, "pooling": "mean", "auxiliary": False},
+                                     {"refiner": "dilation"}, {"heads": "window"}],
+                         ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn", "dilation-spefr", "window-head"])
 def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     """Every pixel's logits from the dense tiled path equal forward() on its window cut from
     the reflect-padded scene; tile borders and scene borders included; for the ablation
@@ -93,23 +95,112 @@ def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     assert np.abs(whole - tiled).max() < 1e-4
 
 
-def test_distillation_target_is_constant():
+def test_prediction_is_the_mean_of_both_heads_probabilities():
+    model = randomised(CSSD(9, 4, ModelConfig(patch=5)), seed=2)
+    x = torch.randn(3, 9, model.window, model.window) * 0.5
+    with torch.no_grad():
+        both = torch.softmax(model(x), 1)
+        window_logits, aux_logits = model.forward_train(x)
+        model.config = ModelConfig(patch=5, heads="window")
+        window_only = model(x)
+    expected = (torch.softmax(window_logits, 1) + torch.softmax(aux_logits, 1)) / 2
+    assert torch.allclose(both, expected, atol=1e-5)
+    assert torch.allclose(window_only, window_logits, atol=1e-5)
+    assert not torch.allclose(both, torch.softmax(window_only, 1), atol=1e-3)
+
+
+def test_distillation_target_is_constant_and_the_auxiliary_head_learns_the_labels():
     torch.manual_seed(0)
     patch_logits = torch.randn(5, 4, requires_grad=True)
     aux_logits = torch.randn(5, 4, requires_grad=True)
     target = torch.tensor([0, 1, 2, 3, 0])
     tau, eps = 2.0, 0.4
     loss = distillation_loss(patch_logits, aux_logits, target, tau, eps)
-    soft = eps * torch.softmax(aux_logits.detach() / tau, 1) + (1 - eps) * torch.nn.functional.one_hot(target, 4)
+    onehot = torch.nn.functional.one_hot(target, 4).float()
+    soft = eps * torch.softmax(aux_logits.detach() / tau, 1) + (1 - eps) * onehot
     expected = -(soft * torch.log_softmax(patch_logits, 1)).sum(1).mean() \
-        - (soft * torch.log_softmax(aux_logits, 1)).sum(1).mean()
+        + torch.nn.functional.cross_entropy(aux_logits, target)
     assert torch.allclose(loss, expected)
     loss.backward()
-    # with a constant target, d CE / d aux = (softmax(aux) - target) / B
-    assert torch.allclose(aux_logits.grad, (torch.softmax(aux_logits.detach(), 1) - soft) / 5, atol=1e-6)
-    hard = distillation_loss(patch_logits, aux_logits, target, tau, 0.0)
-    ce = torch.nn.functional.cross_entropy
-    assert torch.allclose(hard, ce(patch_logits, target) + ce(aux_logits, target))
+    # the auxiliary head's target is the label alone, never its own output
+    assert torch.allclose(aux_logits.grad, (torch.softmax(aux_logits.detach(), 1) - onehot) / 5, atol=1e-6)
+    assert torch.allclose(patch_logits.grad, (torch.softmax(patch_logits.detach(), 1) - soft) / 5, atol=1e-6)
+
+
+def test_auxiliary_head_keeps_inter_class_structure():
+    """Trained on its own, the auxiliary head's softened output ranks a class spectrally close to
+    the true one above a distant one (a target holding its own output would flatten to uniform
+    label smoothing instead)."""
+    torch.manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [6.0, 0.0]])  # class 1 is close to 0, class 2 far
+    x = torch.cat([c + 0.6 * torch.randn(200, 2) for c in centres])
+    y = torch.arange(3).repeat_interleave(200)
+    head = torch.nn.Linear(2, 3)
+    optimiser = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(300):
+        optimiser.zero_grad()
+        loss = distillation_loss(torch.zeros(600, 3), head(x), y, 2.0, 0.5)
+        loss.backward()
+        optimiser.step()
+    soft = torch.softmax(head(centres[:1]) / 2.0, 1)[0]
+    assert soft[1] > 2 * soft[2]
+
+
+def test_teaching_loss_uses_confident_windows_class_balanced():
+    aux = torch.tensor([[9.0, 0.0, 0.0], [9.0, 0.0, 0.0], [9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, 0.1]])
+    patch = torch.zeros(5, 3, requires_grad=True)
+    loss, passed = teaching_loss(patch, aux, tau=2.0, threshold=0.9)
+    assert passed == 4  # the last window's teacher is not confident
+    loss.backward()
+    grad = patch.grad
+    assert torch.equal(grad[4], torch.zeros(3))
+    # class 0 has three confident windows, class 1 one: each class weighs the same in total
+    assert torch.allclose(grad[:3].sum(0).abs().sum(), grad[3].abs().sum(), atol=1e-6)
+    target = torch.softmax(aux[3] / 2.0, 0)
+    assert torch.allclose(grad[3], 2.0 * (torch.softmax(torch.zeros(3), 0) - target) / 5, atol=1e-6)
+    nothing, none = teaching_loss(patch, torch.zeros(5, 3), tau=2.0, threshold=0.9)
+    assert none == 0 and float(nothing.detach()) == 0.0
+
+
+def test_spefr_weights_blocks_gates_them_and_takes_the_maximum():
+    """SpeFR against a direct reading of its definition: for every offset q of the element,
+    block q weighted by s_q, gated by sigmoid(conv(weighted block)), maximum over q."""
+    torch.manual_seed(0)
+    layer = SpectralRefiner(6, size=3, depth=1)
+    with torch.no_grad():
+        layer.structuring[0].copy_(torch.randn(3, 3) * 0.2)
+    x = torch.rand(2, 6, 7, 8)
+    s = torch.sigmoid(layer.SE_GAIN * layer.structuring[0])
+    conv = layer.attention[0]
+    terms = []
+    for dy in range(3):
+        for dx in range(3):
+            weighted = s[dy, dx] * x[..., dy:dy + 5, dx:dx + 6]
+            terms.append(weighted * torch.sigmoid(conv(weighted)))
+    expected = torch.stack(terms).amax(0)
+    out = layer(x)
+    assert out.shape == (2, 6, 5, 6) and layer.radius == 1
+    assert torch.allclose(out, expected, atol=1e-6)
+    with torch.no_grad():  # the in-place inference path gives the same
+        assert torch.allclose(layer(x), expected, atol=1e-6)
+    deep = SpectralRefiner(6, size=5, depth=2)
+    assert deep.radius == 4 and deep(torch.rand(1, 6, 11, 11)).shape == (1, 6, 3, 3)
+
+
+def test_spefr_structuring_element_moves_in_training():
+    """Peaked at the centre at the start; a short training run moves it by more than a few
+    hundredths (the gain makes an Adam step count)."""
+    torch.manual_seed(0)
+    layer = SpectralRefiner(4, size=3, depth=1)
+    start = np.array(layer.elements()[0])
+    assert start[1, 1] > 0.85 and np.allclose(np.delete(start.ravel(), 4), 0.5)
+    optimiser = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    x = torch.rand(8, 4, 5, 5)
+    for _ in range(100):
+        optimiser.zero_grad()
+        layer(x)[..., 0, 0].sum().backward()  # prefers the corner block: s there should grow
+        optimiser.step()
+    assert np.abs(np.array(layer.elements()[0]) - start).max() > 0.1
 
 
 def test_plain_cnn_loss_is_the_patch_cross_entropy():

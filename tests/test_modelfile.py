@@ -87,8 +87,10 @@ def test_ablation_architecture_round_trips(tmp_path):
     assert torch.allclose(model(x), loaded(x))
 
 
-def test_architecture_rebuilds_the_module():
-    config = ModelConfig(patch=7, se_size=5, refiner_depth=1, pooling="mean", auxiliary=False, tau=1.5, eps=0.1)
+@pytest.mark.parametrize("refiner", ["weighted", "dilation"])
+def test_architecture_rebuilds_the_module(refiner):
+    config = ModelConfig(patch=7, se_size=5, refiner_depth=1, refiner=refiner, pooling="mean", auxiliary=False,
+                         tau=1.5, eps=0.1)
     model = CSSD(10, 4, config)
     arch = json.loads(json.dumps(model.architecture()))  # as stored in the file
     again = CSSD(**arch)
@@ -101,7 +103,7 @@ def test_a_format_1_model_file_still_loads(tmp_path):
     se_depth, the auxiliary switch in the training config."""
     from safetensors.torch import save_file
 
-    model = CSSD(8, 2, ModelConfig(patch=5, refiner_depth=1, auxiliary=False, tau=3.0)).eval()
+    model = CSSD(8, 2, ModelConfig(patch=5, refiner_depth=1, refiner="dilation", auxiliary=False, tau=3.0)).eval()
     header = {"format": "cssd-geo-model", "format_version": 1, "package_version": "0.1.0",
               "architecture": {"bands": 8, "n_classes": 2, "patch": 5, "se_size": 3, "se_depth": 1,
                                "tau": 3.0, "eps": 0.5, "pooling": "sap"},
@@ -112,6 +114,24 @@ def test_a_format_1_model_file_still_loads(tmp_path):
               metadata={"cssd_geo": json.dumps(header)})
     loaded = cssd_geo.load_model(path)
     assert loaded.config == model.config
+    x = torch.randn(2, 8, model.window, model.window)
+    assert torch.allclose(model(x), loaded(x))
+
+
+def test_a_format_2_model_file_loads_with_its_dilation_refiner(tmp_path):
+    """Format 2 had today's layout but only the dilation form of SpeFR (no ``refiner`` setting)."""
+    from safetensors.torch import save_file
+
+    model = CSSD(8, 3, ModelConfig(patch=5, refiner="dilation")).eval()
+    config = {k: v for k, v in model.architecture()["config"].items() if k != "refiner"}
+    header = {"format": "cssd-geo-model", "format_version": 2, "package_version": "0.3.0",
+              "architecture": {"bands": 8, "n_classes": 3, "config": config},
+              "classes": [{"id": i, "name": str(i), "color": [i, i, i]} for i in (1, 2, 3)]}
+    path = tmp_path / "v2.cssd"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
+              metadata={"cssd_geo": json.dumps(header)})
+    loaded = cssd_geo.load_model(path)
+    assert loaded.config.refiner == "dilation" and loaded.config == model.config
     x = torch.randn(2, 8, model.window, model.window)
     assert torch.allclose(model(x), loaded(x))
 

@@ -42,8 +42,11 @@ def test_map_with_halo_gives_each_chunk_its_neighbours():
 def test_chunk_size_comes_from_what_the_model_holds_per_pixel():
     model = CSSD(200, 16)
     assert default_chunk(model) == chunk_side(model.floats_per_pixel(), model.reach, CHUNK_MEMORY)
-    assert model.floats_per_pixel() == 200 + 4 * 256 + 2 * 64  # the measured default: chunk 128 on 200 bands
-    assert default_chunk(model) == 128
+    # features kept for SAP, a SpeFR stage's input, attention map, running maximum and block term
+    assert model.floats_per_pixel() == 200 + 5 * 256 + 2 * 64
+    assert default_chunk(model) == 96
+    dilation = CSSD(200, 16, ModelConfig(refiner="dilation"))  # keeps both steps, not a block term
+    assert dilation.floats_per_pixel() == 200 + 4 * 256 + 2 * 64 and default_chunk(dilation) == 128
     lighter = CSSD(200, 16, ModelConfig(refiner_depth=0))
     assert lighter.floats_per_pixel() < model.floats_per_pixel()
     assert default_chunk(lighter) >= default_chunk(model)

@@ -17,7 +17,14 @@ from torch.nn import functional as F
 
 from ..classes import ClassInfo
 from ..errors import CssdError
-from .layers import SpatialExtractor, SpectralExtractor, SpectralRefiner, conv_radius, spectral_aware_pool
+from .layers import (
+    DilationRefiner,
+    SpatialExtractor,
+    SpectralExtractor,
+    SpectralRefiner,
+    conv_radius,
+    spectral_aware_pool,
+)
 
 EMBED = 256  # SpeFE's embedding width
 SPATIAL = 64  # SpaFE's output width
@@ -25,6 +32,10 @@ INFERENCE_PIXELS = 4096  # pixels standardised at a time in inference
 
 Pooling = Literal["sap", "mean"]  # spectral-aware pooling, or the plain mean over P x P (ablation)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+Heads = Literal["both", "window"]  # the map from both classifiers' probabilities, or the window classifier's alone
+HEADS: tuple[str, ...] = get_args(Heads)
+Refiner = Literal["weighted", "dilation"]  # SpeFR as the method describes it, or the dilation of format-2 files
+REFINERS: tuple[str, ...] = get_args(Refiner)
 
 
 @dataclass(frozen=True)
@@ -34,19 +45,26 @@ class ModelConfig:
     ``patch`` is the side P of the pooled window. It must be odd: an even window has no
     centre pixel and a flip would move it. The default 11 is the paper's 10 x 10 made odd.
     ``se_size`` is the side of SpeFR's structuring element and ``refiner_depth`` the number of
-    its dilations (0 removes SpeFR). ``tau`` softens the auxiliary classifier's output and
-    ``eps`` is its weight in the self-distillation target
+    its stages (0 removes SpeFR); ``refiner`` picks SpeFR's form (``"weighted"``: SE-weighted
+    blocks, see :class:`~cssd_geo.model.layers.SpectralRefiner`; ``"dilation"``: the grey-scale
+    dilation that model files before format 3 hold). ``tau`` softens the auxiliary
+    classifier's output and ``eps`` is its weight in the window classifier's target
     ``eps * softmax(aux / tau) + (1 - eps) * onehot``; without ``auxiliary`` the loss is the
     window classifier's cross-entropy alone (with ``pooling="mean"`` and no SpeFR: a plain CNN).
+    ``heads`` says what a prediction is: ``"both"``, the mean of the window classifier's and
+    the centre-spectrum classifier's class probabilities, or ``"window"``, the window
+    classifier's alone (also what ``"both"`` means without ``auxiliary``).
     """
 
     patch: int = 11
     se_size: int = 3
     refiner_depth: int = 2
+    refiner: Refiner = "weighted"
     pooling: Pooling = "sap"
     auxiliary: bool = True
     tau: float = 2.0
     eps: float = 0.5
+    heads: Heads = "both"
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for a setting no model could use (named as the option)."""
@@ -56,12 +74,17 @@ class ModelConfig:
             raise CssdError(f"--se-size {self.se_size}: the structuring element side must be odd (e.g. 3)")
         if self.refiner_depth < 0:
             raise CssdError(f"--refiner-depth {self.refiner_depth}: use 0 (no SpeFR) or more")
+        if self.refiner not in REFINERS:
+            raise CssdError(f"--refiner {self.refiner}: choose 'weighted' (SpeFR) or 'dilation'")
         if self.pooling not in POOLINGS:
             raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
         if not 0.0 <= self.eps <= 1.0:
             raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
         if self.tau <= 0:
             raise CssdError(f"--tau {self.tau}: the temperature must be positive")
+        if self.heads not in HEADS:
+            raise CssdError(f"--heads {self.heads}: choose 'both' or 'window'")
+
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -102,7 +125,8 @@ class CSSD(nn.Module):
         self.classes: list[ClassInfo] = list(classes or [])
         self.metadata: dict[str, Any] = {}  # what the model file stores besides the weights (set on load)
         self.spefe = SpectralExtractor(bands, embed=EMBED)
-        self.spefr = SpectralRefiner(EMBED, size=config.se_size, depth=config.refiner_depth)
+        refiner = SpectralRefiner if config.refiner == "weighted" else DilationRefiner
+        self.spefr = refiner(EMBED, size=config.se_size, depth=config.refiner_depth)
         self.spafe = SpatialExtractor(EMBED, SPATIAL)
         self.classifier = nn.Conv2d(SPATIAL, n_classes, 3)
         self.aux = nn.Linear(EMBED, n_classes)
@@ -118,9 +142,12 @@ class CSSD(nn.Module):
 
     def floats_per_pixel(self) -> int:
         """float32 values the dense forward holds per pixel of a tile at its peak: the input
-        spectrum, SpeFE's features, SpeFR's blocks and their merge, SpaFE and the logits
-        (chunk sizing reads this)."""
-        return self.bands + (2 + self.config.refiner_depth) * EMBED + 2 * SPATIAL
+        spectrum, SpeFE's features (kept for SAP), and SpeFR's working maps (a stage's input,
+        its attention map, its running maximum and one block term; the dilation form keeps
+        every step), SpaFE and the logits (chunk sizing reads this)."""
+        depth = self.config.refiner_depth
+        refiner = (4 if depth else 1) if self.config.refiner == "weighted" else 1 + depth
+        return self.bands + (1 + refiner) * EMBED + 2 * SPATIAL
 
     def flops_per_pixel(self) -> int:
         """Floating-point operations of the dense forward per output pixel (2 per
@@ -146,6 +173,11 @@ class CSSD(nn.Module):
             return torch.cat(parts) if parts else spectra.new_zeros(0, EMBED)
         return self.spefe(self._standardise(spectra))
 
+    def centre_logits(self, spectra: torch.Tensor) -> torch.Tensor:
+        """The auxiliary centre-spectrum classifier alone: raw spectra [N, S] -> logits [N, K]
+        (a purely spectral network, no neighbour is read)."""
+        return self.aux(self.pixel_features(spectra))
+
     def _standardise(self, spectra: torch.Tensor) -> torch.Tensor:
         z = (spectra - self.band_mean).div_(self.band_std)
         return torch.nan_to_num_(z, nan=0.0, posinf=0.0, neginf=0.0)
@@ -165,10 +197,19 @@ class CSSD(nn.Module):
         return spectral_aware_pool(aligned, z, self.patch)
 
     def dense_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of every pixel of a tile: [B, S, H, W] -> [B, K, H - 2 reach, W - 2 reach]."""
+        """Logits of every pixel of a tile: [B, S, H, W] -> [B, K, H - 2 reach, W - 2 reach].
+        With ``heads="both"``: log of the mean of both classifiers' probabilities (so that
+        their softmax is that mean)."""
         if x.shape[-1] < self.window or x.shape[-2] < self.window:
             raise ValueError(f"input {tuple(x.shape[-2:])} is smaller than the window {self.window}")
-        return self._pooled(self.spectral_features(x))
+        feats = self.spectral_features(x)
+        pooled = self._pooled(feats)
+        if self.config.heads == "window" or not self.config.auxiliary:
+            return pooled
+        h = self.reach
+        centre = feats[..., h:feats.shape[-2] - h, h:feats.shape[-1] - h]
+        aux = torch.einsum("bchw,kc->bkhw", centre, self.aux.weight) + self.aux.bias.view(1, -1, 1, 1)
+        return combine_heads(pooled, aux)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Centre-pixel logits [B, K] of windows [B, bands, window, window] of raw values."""
@@ -187,26 +228,64 @@ class CSSD(nn.Module):
         return self._pooled(feats)[:, :, 0, 0], self.aux(feats[:, :, c, c])
 
     def loss(self, patch_logits: torch.Tensor, aux_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The training loss of this model's settings (see :func:`distillation_loss`)."""
+        """The supervised training loss of this model's settings (see :func:`distillation_loss`)."""
         c = self.config
         return distillation_loss(patch_logits, aux_logits, target, c.tau, c.eps, c.auxiliary)
+
+    def teaching_loss(self, patch_logits: torch.Tensor, aux_logits: torch.Tensor,
+                      threshold: float) -> tuple[torch.Tensor, int]:
+        """The loss on unlabelled windows (see :func:`teaching_loss`) and how many passed the threshold."""
+        return teaching_loss(patch_logits, aux_logits, self.config.tau, threshold)
 
     def _check_window(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.bands or x.shape[-1] != self.window or x.shape[-2] != self.window:
             raise ValueError(f"expected windows [B, {self.bands}, {self.window}, {self.window}], got {tuple(x.shape)}")
 
 
+def combine_heads(window_logits: torch.Tensor, aux_logits: torch.Tensor) -> torch.Tensor:
+    """Log of the mean of the two classifiers' probabilities (along dim 1)."""
+    mean = (torch.softmax(window_logits, dim=1) + torch.softmax(aux_logits, dim=1)) / 2
+    return torch.log(mean.clamp_min(1e-30))
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy of ``logits`` [N, K] against target distributions ``y`` [N, K]."""
+    return -(y * F.log_softmax(logits, dim=1)).sum(1)
+
+
 def distillation_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, target: torch.Tensor,
                       tau: float, eps: float, auxiliary: bool = True) -> torch.Tensor:
-    """L = CE(y~, patch) + CE(y~, aux) with the constant target
-    y~ = eps * softmax(aux / tau) + (1 - eps) * onehot(target). Without ``auxiliary`` (a plain
-    CNN) only CE(onehot, patch) is left."""
+    """L = CE(y~, patch) + CE(onehot, aux): the window classifier learns the target
+    y~ = eps * softmax(aux / tau) + (1 - eps) * onehot(target) (the auxiliary output detached),
+    the auxiliary centre-spectrum classifier learns the labels alone. Its target never holds
+    its own output, so its softened output keeps the classes' spectral similarity instead of
+    settling on uniform label smoothing. Without ``auxiliary`` (a plain CNN) only
+    CE(onehot, patch) is left."""
     onehot = F.one_hot(target, patch_logits.shape[1]).to(patch_logits.dtype)
-
-    def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return -(y * F.log_softmax(logits, dim=1)).sum(1).mean()
-
     if not auxiliary:
-        return cross_entropy(patch_logits, onehot)
+        return _cross_entropy(patch_logits, onehot).mean()
     soft = eps * torch.softmax(aux_logits.detach() / tau, dim=1) + (1 - eps) * onehot
-    return cross_entropy(patch_logits, soft) + cross_entropy(aux_logits, soft)
+    return _cross_entropy(patch_logits, soft).mean() + _cross_entropy(aux_logits, onehot).mean()
+
+
+def teaching_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, tau: float,
+                  threshold: float) -> tuple[torch.Tensor, int]:
+    """Self-distillation on unlabelled windows: the centre-spectrum classifier teaches the
+    window classifier. ``aux_logits`` come from the centre spectra as they are (the teacher's
+    view), ``patch_logits`` from a strongly augmented view of the same windows. Where the
+    teacher's softmax reaches ``threshold``, the window classifier learns the teacher's
+    detached output softened by ``tau``; each selected window is weighted by the inverse of
+    how many selected windows share its predicted class (class-balanced, so that a
+    dominant class does not take over). The mean is over all windows of the batch, so a
+    teacher that is confident nowhere adds nothing. Returns the loss and the number of
+    windows that passed."""
+    with torch.no_grad():
+        confidence, predicted = torch.softmax(aux_logits, dim=1).max(dim=1)
+        selected = confidence >= threshold
+        counts = torch.bincount(predicted[selected], minlength=aux_logits.shape[1]).to(patch_logits.dtype)
+        present = max(1, int((counts > 0).sum()))
+        weight = torch.where(selected, selected.sum() / (present * counts[predicted].clamp_min(1)),
+                             torch.zeros_like(confidence))
+        target = torch.softmax(aux_logits / tau, dim=1)
+    loss = (weight * _cross_entropy(patch_logits, target)).sum() / max(1, patch_logits.shape[0])
+    return loss, int(selected.sum())

@@ -13,7 +13,8 @@ from ..outputs import OutputSet, output_file
 from .cssd import CSSD
 
 FORMAT = "cssd-geo-model"
-FORMAT_VERSION = 2  # 2: the architecture is CSSD.architecture(); 1 (flat settings) is still read
+FORMAT_VERSION = 3  # 3: SpeFR's form is a setting (refiner); 2 (the same layout, dilation SpeFR) and 1
+READABLE = (1, 2, FORMAT_VERSION)  # (flat settings) are still read
 _KEY = "cssd_geo"
 
 
@@ -61,7 +62,7 @@ def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
                         "give a file written by 'cssd-geo train'") from exc
     if header.get("format") != FORMAT:
         raise CssdError(f"{path}: not a cssd-geo model file; give a file written by 'cssd-geo train'")
-    if header.get("format_version") not in (1, FORMAT_VERSION):
+    if header.get("format_version") not in READABLE:
         raise CssdError(f"{path}: model format version {header.get('format_version')} (written by cssd-geo "
                         f"{header.get('package_version')}) is not readable by this version (format "
                         f"{FORMAT_VERSION}); retrain the model or use that cssd-geo version")
@@ -77,7 +78,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     from safetensors.torch import load_file
 
     header = read_model_metadata(path)
-    arch = header["architecture"] if header["format_version"] != 1 else _architecture_v1(header)
+    arch = _architecture(header)
     try:
         model = CSSD(**arch, classes=classes_from_json(json.dumps(header["classes"])))
     except (TypeError, ValueError, CssdError) as exc:
@@ -92,11 +93,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> C
     return model.to(device).eval()
 
 
+def _architecture(header: dict[str, Any]) -> dict[str, Any]:
+    """The stored architecture in today's layout: files before format 3 hold the dilation SpeFR."""
+    if header["format_version"] == 1:
+        return _architecture_v1(header)
+    arch = dict(header["architecture"])
+    if header["format_version"] == 2:
+        arch["config"] = {**arch["config"], "refiner": "dilation"}
+    return arch
+
+
 def _architecture_v1(header: dict[str, Any]) -> dict[str, Any]:
     """The architecture of a format-1 file (flat settings; SpeFR depth named ``se_depth``;
     the auxiliary loss and its use were a training option) in today's layout."""
     flat = dict(header["architecture"])
     config = {"patch": flat["patch"], "se_size": flat["se_size"], "refiner_depth": flat["se_depth"],
               "pooling": flat.get("pooling", "sap"), "tau": flat["tau"], "eps": flat["eps"],
-              "auxiliary": (header.get("train_config") or {}).get("auxiliary", True)}
+              "auxiliary": (header.get("train_config") or {}).get("auxiliary", True), "refiner": "dilation"}
     return {"bands": flat["bands"], "n_classes": flat["n_classes"], "config": config}

@@ -1,0 +1,107 @@
+"""benchmarks/accuracy.py: matched windows, keys of old saved lines, the report's figures."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from cssd_geo import datasets
+from cssd_geo.config import TrainConfig
+from cssd_geo.model import CSSD, ModelConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("accuracy_benchmark",
+                                                  os.path.join(HERE, "..", "benchmarks", "accuracy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def window_of(config: TrainConfig) -> int:
+    return CSSD(8, 2, config.model).window
+
+
+@pytest.mark.parametrize("changes", [{}, {"patch": 7}, {"refiner_depth": 1}, {"se_size": 5}])
+def test_every_network_sees_cssds_window(bench, changes):
+    options = {"seed": 0, **changes}
+    cssd = bench.method_config("cssd", options)
+    for method, method_changes in bench.METHODS.items():
+        config = bench.method_config(method, options)
+        if method_changes is None:
+            assert config is None
+            continue
+        assert window_of(config) == window_of(cssd), method
+        for name, value in method_changes.items():
+            assert getattr(config.model if hasattr(config.model, name) else config, name) == value
+
+
+def test_no_spefr_patch_grows_by_twice_spefrs_radius(bench):
+    model = ModelConfig()
+    spefr_radius = model.refiner_depth * (model.se_size // 2)
+    for method in ("no_spefr", "cnn"):
+        assert bench.method_config(method, {}).model.patch == model.patch + 2 * spefr_radius
+
+
+def line(method, seed, oa, settings, **extra):
+    return {"dataset": "salinas_a", "mode": "random", "shots": 5, "method": method, "seed": seed,
+            "train_config": settings, "train_pixels": 30, "test_pixels": 100, "seconds": 1.0, "class_ids": [1, 10],
+            "oa": oa, "aa": oa, "kappa": oa, "per_class": [oa, oa], "support": [50, 50], **extra}
+
+
+def old_settings(bench, method):
+    """Settings as lines saved before the matched windows had them: patch 11 for every method."""
+    changes = bench.METHODS[method]
+    config = bench.network_config({**changes})
+    return {k: v for k, v in bench._settings_of(config).items() if k not in ("se_size", "bands")}
+
+
+def test_old_lines_are_neither_done_nor_reported_as_matched(bench):
+    old = line("no_spefr", 0, 0.9, old_settings(bench, "no_spefr"))
+    assert old["train_config"]["patch"] == 11
+    new = bench._settings_of(bench.method_config("no_spefr", {"seed": 0}))
+    scene = {"dataset": "salinas_a", "mode": "random", "shots": 5, "method": "no_spefr"}
+    assert bench._key(old, 0, old["train_config"]) != bench._key(scene, 0, new)
+    assert bench._tag(old) == "window=15"
+    assert bench._tag(line("no_spefr", 0, 0.9, new)) == ""
+    cssd = line("cssd", 0, 0.9, old_settings(bench, "cssd"))
+    assert bench._key(cssd, 0, cssd["train_config"]) == bench._key({**scene, "method": "cssd"}, 0, bench._settings_of(
+        bench.method_config("cssd", {"seed": 0})))  # cssd's definition did not change
+    assert bench._tag(cssd) == ""
+
+
+def test_mean_std_is_the_sample_standard_deviation(bench):
+    assert bench._mean_std([1.0, 2.0, 3.0], scale=1) == "2.00 ± 1.00"
+    assert bench._mean_std([0.5], digits=1) == "50.0 ± n/a"
+
+
+def test_report_reads_old_and_new_lines(bench, tmp_path):
+    cssd = bench._settings_of(bench.method_config("cssd", {}))
+    runs = [line("cssd", s, oa, old_settings(bench, "cssd")) for s, oa in ((0, 0.99), (1, 0.985))]
+    runs += [line("cnn", 0, 0.98, old_settings(bench, "cnn")), line("svm", 0, 0.95, None),
+             line("cssd", 2, 0.995, cssd, aux_oa=0.9, head_disagreement=0.1, window=19, run_config=cssd)]
+    (tmp_path / "salinas_a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    text = bench.report(str(tmp_path))
+    assert "lowest 98.50 % (seed 1), best 99.50 % (seed 2)" in text
+    assert "| salinas_a | 5 | random | cssd | 1 | 99.50 ± n/a | 90.00 ± n/a | 10.00 ± n/a |" in text
+    assert "15 x 15 window (patch 11)" in text and "(networks: window=15)" in text
+    assert bench.RANDOM_NOTE in text and "ddof = 1" in text
+
+
+def test_svm_spatial_adds_the_neighbourhood_mean(bench):
+    rng = np.random.default_rng(0)
+    labels = np.ones((12, 12), dtype=np.int32)
+    labels[:, 6:] = 2
+    cube = rng.normal(0, 1, (12, 12, 6)) + labels[..., None]
+    scene = datasets.LabelledScene("toy", datasets.array_scene(cube, "toy"), labels,
+                                   datasets._classes({1: "a", 2: "b"}))
+    rows, cols = np.array([1, 5, 9, 10, 2, 6, 8, 11]), np.array([1, 2, 3, 4, 7, 8, 9, 10])
+    predicted = bench.run_spectral(scene, rows, cols, "svm_spatial", 0)
+    assert predicted.shape == labels.shape
+    assert (predicted == labels).mean() > 0.9

@@ -39,6 +39,7 @@ import functools
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict
@@ -406,6 +407,18 @@ def report(folder: str) -> str:
     return "\n".join(lines)
 
 
+REPORT_SECTION = re.compile(r"(<!-- report: (?P<folder>[^ ]+) -->\n)(?P<body>.*?)(<!-- end report -->)", re.DOTALL)
+
+
+def generated_doc(text: str, base: str) -> str:
+    """``text`` (Markdown) with each section between '<!-- report: FOLDER -->' and
+    '<!-- end report -->' replaced by :func:`report` of FOLDER (relative to the repository
+    root, the folder above ``base``'s docs/ when ``base`` is docs/)."""
+    root = os.path.dirname(base) if os.path.basename(base) == "docs" else base
+    return REPORT_SECTION.sub(
+        lambda m: m.group(1) + report(os.path.join(root, m.group("folder"))) + "\n" + m.group(4), text)
+
+
 def _std(values: np.ndarray) -> float:
     """Sample standard deviation (ddof = 1); NaN for fewer than two values."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
@@ -515,19 +528,25 @@ def _heads(defaults: dict) -> list[str]:
     lines = ["### The two heads of the networks: OA % of the window head and of the auxiliary centre-spectrum head "
              "(the spectral method) on the same test pixels, and the share of test pixels on which they disagree "
              "(default settings, mean ± std over the seeds that recorded them)", "", RANDOM_NOTE, "",
-             "| dataset | k | split | method | seeds | window head OA % | aux head OA % | heads disagree % |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| dataset | k | split | method | seeds | map OA % | window head OA % | aux head OA % "
+             "| heads disagree % |",
+             "|---|---|---|---|---|---|---|---|---|"]
     found = False
     for (dataset, mode, shots), runs in sorted(defaults.items()):
-        for method in [m for m in METHODS if METHODS[m] is not None and m != AUX_HEAD and m in runs]:
+        for method in [m for m in METHODS if METHODS[m] is not None and m not in (AUX_HEAD, WINDOW_HEAD)
+                       and m in runs]:
             recorded = [r for r in runs[method] if r.get("aux_oa") is not None]
             if recorded:
                 found = True
+                # the window head alone: cssd's own line is the map of both heads (heads=both)
+                window = {r["seed"]: r["oa"] for r in runs.get(WINDOW_HEAD, [])} if method == "cssd" else {}
+                window_oa = [window.get(r["seed"], r["oa"]) for r in recorded]
                 lines.append(f"| {dataset} | {shots} | {mode} | {method} | {len(recorded)} | "
-                             f"{_mean_std([r['oa'] for r in recorded])} | {_mean_std([r['aux_oa'] for r in recorded])} "
+                             f"{_mean_std([r['oa'] for r in recorded])} | {_mean_std(window_oa)} | "
+                             f"{_mean_std([r['aux_oa'] for r in recorded])} "
                              f"| {_mean_std([r['head_disagreement'] for r in recorded])} |")
     if not found:
-        lines.append("| no run at the default settings records the auxiliary head (aux_oa) yet | | | | | | | |")
+        lines.append("| no run at the default settings records the auxiliary head (aux_oa) yet | | | | | | | | |")
     return lines
 
 
@@ -645,9 +664,18 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(HERE, "..", "..", "shared", "data"))
     parser.add_argument("--out", help="JSON-lines file of runs (default results/accuracy/<dataset>.jsonl)")
     parser.add_argument("--report", metavar="FOLDER", help="print the tables of the runs saved in FOLDER")
+    parser.add_argument("--update-doc", metavar="MARKDOWN",
+                        help="instead of printing, rewrite every generated section of MARKDOWN (between "
+                             "'<!-- report: FOLDER -->' and '<!-- end report -->') from the runs in its FOLDER")
     parser.add_argument("--figures", metavar="FOLDER",
                         help="write maps next to the reference and confusion matrices of the first seed here")
     args = parser.parse_args()
+    if args.update_doc:
+        with open(args.update_doc, encoding="utf-8") as f:
+            text = f.read()
+        with open(args.update_doc, "w", encoding="utf-8") as f:
+            f.write(generated_doc(text, os.path.dirname(os.path.abspath(args.update_doc))))
+        return
     if args.report:
         print(report(args.report))
         return

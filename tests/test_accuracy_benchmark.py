@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,7 +90,7 @@ def test_report_reads_old_and_new_lines(bench, tmp_path):
     (tmp_path / "salinas_a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     text = bench.report(str(tmp_path))
     assert "lowest 98.50 % (seed 1), best 99.50 % (seed 2)" in text
-    assert "| salinas_a | 5 | random | cssd | 1 | 99.50 ± n/a | 90.00 ± n/a | 10.00 ± n/a |" in text
+    assert "| salinas_a | 5 | random | cssd | 1 | 99.50 ± n/a | 99.50 ± n/a | 90.00 ± n/a | 10.00 ± n/a |" in text
     assert "15 x 15 window (patch 11)" in text and "(networks: window=15)" in text
     assert bench.RANDOM_NOTE in text and "ddof = 1" in text
 
@@ -105,3 +106,17 @@ def test_svm_spatial_adds_the_neighbourhood_mean(bench):
     predicted = bench.run_spectral(scene, rows, cols, "svm_spatial", 0)
     assert predicted.shape == labels.shape
     assert (predicted == labels).mean() > 0.9
+
+
+def test_docs_results_tables_are_the_report_of_the_saved_runs(bench):
+    """Every table of docs/results.md is generated from results/ (python benchmarks/accuracy.py
+    --update-doc docs/results.md): a table edited by hand, or runs saved without regenerating,
+    fail here."""
+    root = Path(__file__).resolve().parents[1]
+    doc = root / "docs" / "results.md"
+    text = doc.read_text(encoding="utf-8")
+    sections = bench.REPORT_SECTION.findall(text)
+    assert {s[1] for s in sections} >= {"results/accuracy", "results/tuning"}
+    assert bench.generated_doc(text, str(doc.parent)) == text
+    outside = bench.REPORT_SECTION.sub("", text)
+    assert "|---|" not in outside  # no table outside the generated sections

@@ -18,7 +18,7 @@ from cssd_geo.io.products import prisma as prisma_reader
 from cssd_geo.io.scene import open_scene
 from cssd_geo.masks import quality_layers
 from cssd_geo.model.modelfile import read_model_metadata
-from tests.product_fixtures import EXAMPLE_FIELDS, enmap, prisma
+from tests.product_fixtures import EXAMPLE_FIELDS, enmap, grid_30m, prisma
 
 EXAMPLE_GRID_30M = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 4484000.0)  # the example scene's corner, 30 m
 
@@ -51,7 +51,7 @@ def test_enmap_l2a_opens_on_its_grid_with_its_band_characterisation(enmap_produc
     path = enmap_product if which == "folder" else next(enmap_product.glob(f"*-{which}"))
     assert find_reader(str(path)) is enmap_reader.READER
     da = open_scene(path)
-    transform, height, width = enmap.grid()
+    transform, height, width = grid_30m()
     assert da.attrs["product"] == "EnMAP L2A"
     assert dict(da.sizes) == {"band": 224, "y": height, "x": width} == {"band": 224, "y": 97, "x": 97}
     assert isinstance(da.data, dsa.Array) and da.dtype == np.int16

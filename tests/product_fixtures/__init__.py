@@ -8,6 +8,7 @@ footprint, so its field polygons (``examples/indian_pines/fields.shp``) label th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,13 @@ def example_cube() -> ExampleCube:
         wavelengths = np.array([float(ds.tags(i)["wavelength"]) for i in range(1, ds.count + 1)])
         fwhm = np.array([float(ds.tags(i)["fwhm"]) for i in range(1, ds.count + 1)])
         return ExampleCube(values, wavelengths, fwhm, ds.crs, ds.transform)
+
+
+def grid_30m() -> tuple[Affine, int, int]:
+    """Transform, height and width of a 30 m grid over the example scene's footprint (the EnMAP
+    and PRISMA products' pixel)."""
+    example = example_cube()
+    t = example.transform
+    height = math.ceil(example.values.shape[1] * abs(t.e) / 30.0)
+    width = math.ceil(example.values.shape[2] * t.a / 30.0)
+    return Affine(30.0, 0.0, t.c, 0.0, -30.0, t.f), height, width

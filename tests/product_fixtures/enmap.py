@@ -33,17 +33,15 @@ the example scene); a stripe of rows :data:`GAP` is nodata between two valid are
 """
 from __future__ import annotations
 
-import math
 import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
-from . import example_cube
+from . import example_cube, grid_30m
 
 PRODUCT = "ENMAP01-____{level}-DT0000041275_20230812T165036Z_004_V010402_20230816T094512Z"
 PIXEL = 30.0
@@ -102,19 +100,10 @@ CIRRUS_VALUE = 2  # a cirrus class (1-3)
 DEFECTIVE = (150, slice(None), 33)  # a defective SWIR detector column (band 150) in QL_PIXELMASK
 
 
-def grid() -> tuple[Affine, int, int]:
-    """The product's transform, height and width: 30 m over the example scene's footprint."""
-    example = example_cube()
-    t = example.transform
-    height = math.ceil(example.values.shape[1] * abs(t.e) / PIXEL)
-    width = math.ceil(example.values.shape[2] * t.a / PIXEL)
-    return Affine(PIXEL, 0.0, t.c, 0.0, -PIXEL, t.f), height, width
-
-
 def spectral_image() -> np.ndarray:
     """The int16 (224, height, width) cube the product stores."""
     example = example_cube()
-    transform, height, width = grid()
+    transform, height, width = grid_30m()
     rows, cols = np.mgrid[0:height, 0:width]
     xs, ys = transform * (cols + 0.5, rows + 0.5)
     reflectance = example.sample(example.at_wavelengths(WAVELENGTHS), xs, ys)
@@ -130,7 +119,7 @@ def write(folder: Path, level: str = "L2A", cog: bool = False) -> Path:
     name = PRODUCT.format(level=level)
     product = folder / name
     product.mkdir(parents=True, exist_ok=True)
-    transform, height, width = grid()
+    transform, height, width = grid_30m()
     cube = spectral_image()
     ext = "_COG.TIF" if cog else ".TIF"
     profile = {"driver": "GTiff", "width": width, "height": height, "crs": example_cube().crs,

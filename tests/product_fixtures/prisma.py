@@ -32,14 +32,12 @@ example scene are fill (DN 0 in every band). L2D has no cloud mask (that comes w
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import h5py
 import numpy as np
-from affine import Affine
 
-from . import example_cube
+from . import example_cube, grid_30m
 
 NAMES = {"L1": "PRS_L1_STD_OFFL_20230812165036_20230812165040_0001.he5",
          "L2B": "PRS_L2B_STD_20230812165036_20230812165040_0001.he5",
@@ -88,19 +86,10 @@ def _mask(detector: str) -> np.ndarray:
     return unused
 
 
-def grid() -> tuple[Affine, int, int]:
-    """The product's transform, height and width: 30 m over the example scene's footprint."""
-    example = example_cube()
-    t = example.transform
-    height = math.ceil(example.values.shape[1] * abs(t.e) / PIXEL)
-    width = math.ceil(example.values.shape[2] * t.a / PIXEL)
-    return Affine(PIXEL, 0.0, t.c, 0.0, -PIXEL, t.f), height, width
-
-
 def cube_dn(detector: str) -> np.ndarray:
     """The uint16 cube as stored: (rows, band slots, columns)."""
     example = example_cube()
-    transform, height, width = grid()
+    transform, height, width = grid_30m()
     rows, cols = np.mgrid[0:height, 0:width]
     xs, ys = transform * (cols + 0.5, rows + 0.5)
     cw = centres(detector)
@@ -118,7 +107,7 @@ def write(folder: Path, level: str = "L2D") -> Path:
     from rasterio.warp import transform as warp
 
     example = example_cube()
-    transform, height, width = grid()
+    transform, height, width = grid_30m()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / NAMES[level]
     fields = f"{SWATH.format(level=level)}/Data Fields"

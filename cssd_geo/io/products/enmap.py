@@ -157,7 +157,7 @@ def read(path: str, chunks: dict[str, int]) -> xr.DataArray:
         offset=("band", np.array([_number(b, "OffsetOfBand", metadata, 0.0) for b in bands])))
     if da.rio.nodata is None:
         background = (root.findtext("specific/backgroundValue") or "").strip()
-        da = da.rio.write_nodata(float(background) if _is_number(background) else DEFAULT_NODATA, encoded=False)
+        da = da.rio.write_nodata(_number_or(background, DEFAULT_NODATA), encoded=False)
     for layer, part in QUALITY_LAYERS.items():
         found = _find(folder, files, _part(part), prefix)
         if found is not None:
@@ -166,12 +166,12 @@ def read(path: str, chunks: dict[str, int]) -> xr.DataArray:
     return da
 
 
-def _is_number(text: str) -> bool:
+def _number_or(text: str, default: float) -> float:
+    """``text`` as a number, or ``default`` when it is not one."""
     try:
-        float(text)
+        return float(text)
     except ValueError:
-        return False
-    return True
+        return default
 
 
 def _flags(path: str, image: xr.DataArray, chunks: dict[str, int]) -> dsa.Array:

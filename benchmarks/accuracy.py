@@ -58,6 +58,7 @@ from cssd_geo.config import TrainConfig, from_options, option_names  # noqa: E40
 from cssd_geo.io.scene import mask_invalid, scene_nodata  # noqa: E402
 from cssd_geo.metrics import compute_metrics  # noqa: E402
 from cssd_geo.model import CSSD, ModelConfig  # noqa: E402
+from cssd_geo.model.cssd import combine_heads  # noqa: E402
 from cssd_geo.train import train_model  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -123,17 +124,21 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
         held_out = (r, c, np.array([index[v] for v in data.labels[r, c]]))
     model, _ = train_model(data.scene, sampling.Samples(rows, cols, targets), data.classes, config,
                            held_out=held_out, history=history)
-    logits = predict_logits(model, data.scene, chunk=64)
     if not config.model.auxiliary:
-        return ids[logits.argmax(0)], None, None
+        return ids[predict_logits(model, data.scene, chunk=64).argmax(0)], None, None
+    # one pass per head over the scene: the map of both heads is combined from them exactly as
+    # CSSD.dense_logits combines them, instead of a third pass
+    heads = model.config.heads
     model.config = dataclasses.replace(model.config, heads="window")
-    window = ids[predict_logits(model, data.scene, chunk=64).argmax(0)]
+    window = torch.from_numpy(predict_logits(model, data.scene, chunk=64))
+    model.config = dataclasses.replace(model.config, heads=heads)
     cube = mask_invalid(np.array(data.scene.values, dtype=np.float32), scene_nodata(data.scene))
     spectra = torch.from_numpy(np.ascontiguousarray(cube.reshape(cube.shape[0], -1).T))
     model.eval()
     with torch.no_grad():
-        aux = model.centre_logits(spectra.to(model.band_mean.device)).argmax(1).cpu().numpy()
-    return ids[logits.argmax(0)], ids[aux].reshape(cube.shape[1:]), window
+        aux = model.centre_logits(spectra.to(model.band_mean.device)).cpu().T.reshape(window.shape)
+    logits = combine_heads(window[None], aux[None])[0] if heads == "both" else window
+    return ids[logits.argmax(0).numpy()], ids[aux.argmax(0).numpy()], ids[window.argmax(0).numpy()]
 
 
 def run_spectral(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray, method: str,

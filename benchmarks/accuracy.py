@@ -82,7 +82,10 @@ METHODS: dict[str, dict[str, Any] | None] = {
 # 2: SpeFR weights the blocks of its structuring element (the method's form), the auxiliary head
 # learns the labels alone, unlabelled windows join training (--unlabelled). A saved line without
 # a ``network`` setting ran version 1, i.e. these settings:
-NETWORK_VERSION = 2
+# 3: the same network and losses as 2, trained about twice as fast: SpeFR's hand-written backward
+# pass (on a tie between blocks the first takes the gradient) and each step's unlabelled windows
+# centred within one small neighbourhood.
+NETWORK_VERSION = 3
 BEFORE_NETWORK_2 = {"network": 1, "refiner": "dilation", "unlabelled": 0}
 AUX_HEAD = "spectral"  # the method predicted by a trained network's auxiliary head
 WINDOW_HEAD = "window_head"  # the method predicted by the cssd network's window head alone

@@ -165,9 +165,10 @@ def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], co
         rows, cols = draw_unlabelled_pixels(da, config.seed)
         if rows.size:
             spectra_u, index_u = window_pixels(da, rows, cols, model.window)
-            unlabelled = UnlabelledWindows(torch.from_numpy(spectra_u), torch.from_numpy(index_u))
-            progress.message(f"self-distillation: {config.unlabelled} unlabelled windows per step, drawn from "
-                             f"{rows.size} valid pixels of random scene tiles")
+            unlabelled = UnlabelledWindows(torch.from_numpy(spectra_u), torch.from_numpy(index_u),
+                                           torch.from_numpy(rows), torch.from_numpy(cols))
+            progress.message(f"self-distillation: {config.unlabelled} unlabelled windows per step, centred near "
+                             f"one of {rows.size} valid pixels of random scene tiles")
     log = log if log is not None else {}
     log["structuring_element"] = {"start": model.spefr.elements()}
     started = time.perf_counter()
@@ -251,16 +252,34 @@ class TrainingWindows:
     targets: torch.Tensor
 
 
+NEIGHBOURHOOD = 4  # a step's unlabelled windows are centred within +- this many pixels of one pixel
+
+
 @dataclass
 class UnlabelledWindows:
     """Windows without labels, stored like :class:`TrainingWindows`: ``spectra`` [M, S] of the
-    distinct pixels, ``windows`` [N, window, window] indexing them."""
+    distinct pixels, ``windows`` [N, window, window] indexing them; ``rows`` and ``cols`` [N]
+    are the scene positions of their centres."""
 
     spectra: torch.Tensor
     windows: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.windows.shape[0])
+
+    def draw(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` windows (indices) centred near one random centre, within
+        ``NEIGHBOURHOOD`` pixels of it: their windows overlap, so SpeFE runs on a few
+        hundred distinct pixels instead of ``count`` whole windows (the step's cost stays
+        close to a labels-only step); over the steps the centres cover every tile."""
+        anchor = int(torch.randint(len(self), (1,), generator=generator))
+        near = torch.nonzero(((self.rows - self.rows[anchor]).abs() <= NEIGHBOURHOOD)
+                             & ((self.cols - self.cols[anchor]).abs() <= NEIGHBOURHOOD)).flatten()
+        if near.numel() >= count:
+            return near[torch.randperm(near.numel(), generator=generator)[:count]]
+        return near[torch.randint(near.numel(), (count,), generator=generator)]
 
 
 @contextmanager
@@ -281,11 +300,12 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     dihedral view (flips, rotations, transposes: each keeps the centre) of every window, the
     model's self-distillation loss. Returns the last epoch's mean loss.
 
-    With ``unlabelled``, every step also takes ``config.unlabelled`` of those windows: the
-    centre-spectrum classifier reads each one's centre spectrum as it is (the weak view) and
-    teaches the window classifier on a strong view (a dihedral view whose spectra get noise,
-    brightness changes and dropped bands, see :func:`_spectral_views`; ``band_std`` scales
-    the noise), where it is confident (:meth:`CSSD.teaching_loss`).
+    With ``unlabelled``, every step also takes ``config.unlabelled`` of those windows, centred
+    close together (:meth:`UnlabelledWindows.draw`): the centre-spectrum classifier reads
+    each one's centre spectrum as it is (the weak view) and teaches the window classifier on
+    a strong view (a dihedral view whose spectra get noise, brightness changes and dropped
+    bands, see :func:`_spectral_views`; ``band_std`` scales the noise), where it is
+    confident (:meth:`CSSD.teaching_loss`).
 
     SpeFE runs once per distinct pixel of a batch and the features are gathered into windows
     (SpeFE works pixel by pixel, so this is exact). ``validate(model) -> accuracy``, when
@@ -319,7 +339,7 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                 pixels, where = torch.unique(_dihedral(data.windows[idx], generator), return_inverse=True)
                 raw = [data.spectra[pixels]]
                 if unlabelled is not None:
-                    pick = torch.randint(len(unlabelled), (config.unlabelled,), generator=generator)
+                    pick = unlabelled.draw(config.unlabelled, generator)
                     strong, strong_where = torch.unique(_dihedral(unlabelled.windows[pick], generator),
                                                         return_inverse=True)
                     weak, weak_where = torch.unique(unlabelled.windows[pick, centre, centre], return_inverse=True)

@@ -187,6 +187,36 @@ def test_spefr_weights_blocks_gates_them_and_takes_the_maximum():
     assert deep.radius == 4 and deep(torch.rand(1, 6, 11, 11)).shape == (1, 6, 3, 3)
 
 
+def test_spefr_hand_written_backward_equals_autograd():
+    """The stage's backward pass gives autograd's gradients of the direct definition, for
+    the input, the attention's weight and bias and the structuring element (inputs with no
+    ties between blocks, where the gradient of a maximum is unique)."""
+    torch.manual_seed(0)
+    layer = SpectralRefiner(5, size=3, depth=2)
+    with torch.no_grad():
+        for theta in layer.structuring:
+            theta.copy_(torch.randn(3, 3) * 0.1)
+    x = torch.randn(3, 5, 9, 8, dtype=torch.float64).requires_grad_()
+    layer = layer.double()
+    grad = torch.randn(3, 5, 5, 4, dtype=torch.float64)
+
+    def direct(x):
+        for theta, conv in zip(layer.structuring, layer.attention, strict=True):
+            s = torch.sigmoid(layer.SE_GAIN * theta)
+            h, w = x.shape[-2] - 2, x.shape[-1] - 2
+            blocks = [s[dy, dx] * x[..., dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]
+            terms = [block * torch.sigmoid(conv(block)) for block in blocks]
+            x = torch.stack(terms).amax(0)
+        return x
+
+    params = [x, *layer.parameters()]
+    expected = torch.autograd.grad(direct(x), params, grad)
+    got = torch.autograd.grad(layer(x), params, grad)
+    assert len(got) == 1 + 3 * 2  # x; per stage the SE, the weight and the bias
+    for e, g in zip(expected, got, strict=True):
+        assert torch.allclose(e, g, atol=1e-10), (e - g).abs().max()
+
+
 def test_spefr_structuring_element_moves_in_training():
     """Peaked at the centre at the start; a short training run moves it by more than a few
     hundredths (the gain makes an Adam step count)."""

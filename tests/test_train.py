@@ -64,6 +64,30 @@ def test_unlabelled_windows_are_valid_scene_pixels_from_a_few_tiles(tmp_path):
     assert whole[0].size == 36 * 50  # every valid pixel when the tiles cover the scene
 
 
+def test_a_steps_unlabelled_windows_are_centred_close_together():
+    """Each step's unlabelled windows come from one neighbourhood, so they share most of
+    their pixels; different steps reach different places."""
+    import torch
+
+    from cssd_geo.train import NEIGHBOURHOOD, UnlabelledWindows
+
+    rows, cols = torch.meshgrid(torch.arange(60), torch.arange(60), indexing="ij")
+    windows = UnlabelledWindows(torch.zeros(1, 1), torch.zeros(3600, 1, 1, dtype=torch.int64),
+                                rows.flatten(), cols.flatten())
+    generator = torch.Generator().manual_seed(0)
+    anchors = set()
+    for _ in range(20):
+        pick = windows.draw(32, generator)
+        r, c = windows.rows[pick], windows.cols[pick]
+        assert pick.numel() == 32 and pick.unique().numel() == 32
+        assert int(r.max() - r.min()) <= 2 * NEIGHBOURHOOD and int(c.max() - c.min()) <= 2 * NEIGHBOURHOOD
+        anchors.add((int(r.min()) // 10, int(c.min()) // 10))
+    assert len(anchors) > 5
+    lone = UnlabelledWindows(torch.zeros(1, 1), torch.zeros(1, 1, 1, dtype=torch.int64),
+                             torch.tensor([5]), torch.tensor([7]))
+    assert lone.draw(4, generator).tolist() == [0, 0, 0, 0]  # fewer pixels than windows: drawn again
+
+
 def test_unlabelled_sampling_reads_a_bounded_part_of_a_large_scene():
     """On a 20,000 x 20,000 pixel lazy scene only the chosen tiles are computed."""
     import dask.array as dsa

@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher-threshold", type=float, default=defaults_t.teacher_threshold, metavar="P",
                    help="confidence the centre-spectrum classifier needs on an unlabelled window (default "
                         "%(default)s)")
+    t.add_argument("--self-training", action="store_true",
+                   help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
+                        "labels, read on the clean spectrum, from the augmented one")
     t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")

@@ -305,7 +305,9 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     each one's centre spectrum as it is (the weak view) and teaches the window classifier on
     a strong view (a dihedral view whose spectra get noise, brightness changes and dropped
     bands, see :func:`_spectral_views`; ``band_std`` scales the noise), where it is
-    confident (:meth:`CSSD.teaching_loss`).
+    confident (:meth:`CSSD.teaching_loss`). With ``config.self_training`` the centre-spectrum
+    classifier also learns, on the strong view's centre spectrum, the class it gave the clean
+    one where it was confident (pseudo-labels, class-balanced alike).
 
     SpeFE runs once per distinct pixel of a batch and the features are gathered into windows
     (SpeFE works pixel by pixel, so this is exact). ``validate(model) -> accuracy``, when
@@ -357,6 +359,10 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                     teaching, passed = model.teaching_loss(patch_logits[b:], teacher.detach(),
                                                            config.teacher_threshold)
                     loss = loss + teaching
+                    if config.self_training:  # the teacher learns its own confident classes on the strong view
+                        strong_aux = model.aux(windows[b:, centre, centre])
+                        loss = loss + model.teaching_loss(strong_aux, teacher.detach(), config.teacher_threshold,
+                                                          hard=True)[0]
                     taught, drawn = taught + passed, drawn + config.unlabelled
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()

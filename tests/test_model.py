@@ -160,6 +160,9 @@ def test_teaching_loss_uses_confident_windows_class_balanced():
     assert torch.allclose(grad[3], 2.0 * (torch.softmax(torch.zeros(3), 0) - target) / 5, atol=1e-6)
     nothing, none = teaching_loss(patch, torch.zeros(5, 3), tau=2.0, threshold=0.9)
     assert none == 0 and float(nothing.detach()) == 0.0
+    student = torch.zeros(5, 3, requires_grad=True)  # pseudo-labels: the teacher's class itself
+    teaching_loss(student, aux, tau=2.0, threshold=0.9, hard=True)[0].backward()
+    assert torch.allclose(student.grad[3], 2.0 * (torch.softmax(torch.zeros(3), 0) - torch.eye(3)[1]) / 5, atol=1e-6)
 
 
 def test_spefr_weights_blocks_gates_them_and_takes_the_maximum():

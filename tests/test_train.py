@@ -1,6 +1,7 @@
 """The training loop's learning-rate schedules and batching."""
 import numpy as np
 import pytest
+import torch
 
 from cssd_geo.classes import make_class_table
 from cssd_geo.config import TrainConfig
@@ -171,3 +172,12 @@ def test_semi_supervised_training_reports_teaching_and_the_structuring_element(t
                 TrainConfig(batch_size=4, epochs=3, device="cpu", unlabelled=0, model=ModelConfig(patch=3)),
                 history=history_off)
     assert all(h["taught"] is None for h in history_off)
+    # self-training: the centre-spectrum head also learns from its own pseudo-labels, so it ends elsewhere
+    heads = []
+    for self_training in (False, True):
+        model, _ = train_model(scene, Samples(rows, cols, layout[rows, cols] - 1),
+                               make_class_table([1, 2, 3], ["a", "b", "c"]),
+                               TrainConfig(batch_size=4, epochs=3, device="cpu", unlabelled=16, teacher_threshold=0.3,
+                                           self_training=self_training, model=ModelConfig(patch=3)))
+        heads.append(model.aux.weight.detach().clone())
+    assert not torch.equal(*heads)

@@ -233,9 +233,9 @@ class CSSD(nn.Module):
         return distillation_loss(patch_logits, aux_logits, target, c.tau, c.eps, c.auxiliary)
 
     def teaching_loss(self, patch_logits: torch.Tensor, aux_logits: torch.Tensor,
-                      threshold: float) -> tuple[torch.Tensor, int]:
+                      threshold: float, hard: bool = False) -> tuple[torch.Tensor, int]:
         """The loss on unlabelled windows (see :func:`teaching_loss`) and how many passed the threshold."""
-        return teaching_loss(patch_logits, aux_logits, self.config.tau, threshold)
+        return teaching_loss(patch_logits, aux_logits, self.config.tau, threshold, hard)
 
     def _check_window(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.bands or x.shape[-1] != self.window or x.shape[-2] != self.window:
@@ -269,7 +269,7 @@ def distillation_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, targ
 
 
 def teaching_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, tau: float,
-                  threshold: float) -> tuple[torch.Tensor, int]:
+                  threshold: float, hard: bool = False) -> tuple[torch.Tensor, int]:
     """Self-distillation on unlabelled windows: the centre-spectrum classifier teaches the
     window classifier. ``aux_logits`` come from the centre spectra as they are (the teacher's
     view), ``patch_logits`` from a strongly augmented view of the same windows. Where the
@@ -277,8 +277,9 @@ def teaching_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, tau: flo
     detached output softened by ``tau``; each selected window is weighted by the inverse of
     how many selected windows share its predicted class (class-balanced, so that a
     dominant class does not take over). The mean is over all windows of the batch, so a
-    teacher that is confident nowhere adds nothing. Returns the loss and the number of
-    windows that passed."""
+    teacher that is confident nowhere adds nothing. With ``hard`` the target is the teacher's
+    class itself (a pseudo-label, for the teacher's own training on a strong view). Returns
+    the loss and the number of windows that passed."""
     with torch.no_grad():
         confidence, predicted = torch.softmax(aux_logits, dim=1).max(dim=1)
         selected = confidence >= threshold
@@ -286,6 +287,7 @@ def teaching_loss(patch_logits: torch.Tensor, aux_logits: torch.Tensor, tau: flo
         present = max(1, int((counts > 0).sum()))
         weight = torch.where(selected, selected.sum() / (present * counts[predicted].clamp_min(1)),
                              torch.zeros_like(confidence))
-        target = torch.softmax(aux_logits / tau, dim=1)
+        target = F.one_hot(predicted, aux_logits.shape[1]).to(patch_logits.dtype) if hard \
+            else torch.softmax(aux_logits / tau, dim=1)
     loss = (weight * _cross_entropy(patch_logits, target)).sum() / max(1, patch_logits.shape[0])
     return loss, int(selected.sum())

@@ -75,6 +75,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "dilation_spefr": {"refiner": "dilation"},  # SpeFR as grey-scale dilation (model files before format 3)
     "spectral": {},  # the auxiliary centre-spectrum head of the cssd model (the same training)
     "window_head": {},  # the window head of the cssd model alone (the same training; heads=window)
+    "both_heads": {},  # the mean of both heads' probabilities of the cssd model (the same training; heads=both)
     "svm": None,
     "svm_spatial": None,  # SVM-RBF on the spectrum and its NEIGHBOURHOOD x NEIGHBOURHOOD mean
     "rf": None,
@@ -89,7 +90,8 @@ NETWORK_VERSION = 3
 BEFORE_NETWORK_2 = {"network": 1, "refiner": "dilation", "unlabelled": 0}
 AUX_HEAD = "spectral"  # the method predicted by a trained network's auxiliary head
 WINDOW_HEAD = "window_head"  # the method predicted by the cssd network's window head alone
-SHARED = ("cssd", AUX_HEAD, WINDOW_HEAD)  # one training writes the lines of all three
+BOTH_HEADS = "both_heads"  # the method predicted by the mean of the cssd network's two heads
+SHARED = ("cssd", AUX_HEAD, WINDOW_HEAD, BOTH_HEADS)  # one training writes the lines of all four
 NEIGHBOURHOOD = 5  # side of svm_spatial's mean spectrum
 # the project's accuracy targets: dataset, shots, split, CSSD OA % at least, points above SVM-RBF at least
 TARGETS: tuple[tuple[str, int, str, float | None, float | None], ...] = (
@@ -110,13 +112,13 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[ClassInfo]) 
 
 
 def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray, config: TrainConfig,
-                curve: np.ndarray | None = None,
-                history: list | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                curve: np.ndarray | None = None, history: list | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Class ids of every pixel from a network trained on (rows, cols): its prediction (as its
     ``heads`` setting makes it), its auxiliary centre-spectrum head's alone (``CSSD.centre_logits``
-    on each pixel's spectrum) and its window head's alone (both None for a network trained
-    without the auxiliary head). With ``curve`` (a mask of pixels), their overall accuracy after
-    each epoch goes into ``history``."""
+    on each pixel's spectrum), its window head's alone and the mean of both heads (the last
+    three None for a network trained without the auxiliary head). With ``curve`` (a mask of
+    pixels), their overall accuracy after each epoch goes into ``history``."""
     ids = np.array([c.id for c in data.classes])
     index = {c.id: k for k, c in enumerate(data.classes)}
     targets = np.array([index[v] for v in data.labels[rows, cols]])
@@ -128,7 +130,7 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
     model, _ = train_model(data.scene, sampling.Samples(rows, cols, targets), data.classes, config,
                            held_out=held_out, history=history)
     if not config.model.auxiliary:
-        return ids[predict_logits(model, data.scene, chunk=64).argmax(0)], None, None
+        return ids[predict_logits(model, data.scene, chunk=64).argmax(0)], None, None, None
     # one pass per head over the scene: the map of both heads is combined from them exactly as
     # CSSD.dense_logits combines them, instead of a third pass
     heads = model.config.heads
@@ -140,8 +142,10 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
     model.eval()
     with torch.no_grad():
         aux = model.centre_logits(spectra.to(model.band_mean.device)).cpu().T.reshape(window.shape)
-    logits = combine_heads(window[None], aux[None])[0] if heads == "both" else window
-    return ids[logits.argmax(0).numpy()], ids[aux.argmax(0).numpy()], ids[window.argmax(0).numpy()]
+    both = combine_heads(window[None], aux[None])[0]
+    logits = both if heads == "both" else window
+    return (ids[logits.argmax(0).numpy()], ids[aux.argmax(0).numpy()], ids[window.argmax(0).numpy()],
+            ids[both.argmax(0).numpy()])
 
 
 def run_spectral(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray, method: str,
@@ -208,14 +212,14 @@ def run(args: argparse.Namespace) -> None:
                                  "(--set auxiliary=false), so there is no centre-spectrum head to predict with")
             start = time.perf_counter()
             history: list = []
-            aux = window = None
+            aux = window = both = None
             if config is None:
                 predicted = run_spectral(data, rows, cols, method, seed)
             else:
-                predicted, aux, window = run_network(data, rows, cols, config, test if args.curve else None,
-                                                     history)
+                predicted, aux, window, both = run_network(data, rows, cols, config,
+                                                           test if args.curve else None, history)
             seconds = time.perf_counter() - start
-            heads = {AUX_HEAD: aux, WINDOW_HEAD: window}
+            heads = {AUX_HEAD: aux, WINDOW_HEAD: window, BOTH_HEADS: both}
             for name in keys:
                 labels = heads.get(name, predicted)
                 if keys[name] in done or labels is None:
@@ -541,8 +545,8 @@ def _heads(defaults: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|"]
     found = False
     for (dataset, mode, shots), runs in sorted(defaults.items()):
-        for method in [m for m in METHODS if METHODS[m] is not None and m not in (AUX_HEAD, WINDOW_HEAD)
-                       and m in runs]:
+        for method in [m for m in METHODS if METHODS[m] is not None
+                       and m not in (AUX_HEAD, WINDOW_HEAD, BOTH_HEADS) and m in runs]:
             recorded = [r for r in runs[method] if r.get("aux_oa") is not None]
             if recorded:
                 found = True

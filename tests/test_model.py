@@ -68,7 +68,7 @@ def test_missing_pixels_are_filled_with_the_band_mean():
 
 @pytest.mark.parametrize("variant", [{}, {"refiner_depth": 0}, {"pooling": "mean"},
                                      {"refiner_depth": 0, "pooling": "mean", "auxiliary": False},
-                                     {"refiner": "dilation"}, {"heads": "window"}],
+                                     {"refiner": "dilation"}, {"heads": "both"}],
                          ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn", "dilation-spefr", "window-head"])
 def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     """Every pixel's logits from the dense tiled path equal forward() on its window cut from
@@ -96,7 +96,7 @@ def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
 
 
 def test_prediction_is_the_mean_of_both_heads_probabilities():
-    model = randomised(CSSD(9, 4, ModelConfig(patch=5)), seed=2)
+    model = randomised(CSSD(9, 4, ModelConfig(patch=5, heads="both")), seed=2)
     x = torch.randn(3, 9, model.window, model.window) * 0.5
     with torch.no_grad():
         both = torch.softmax(model(x), 1)

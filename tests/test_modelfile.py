@@ -90,7 +90,7 @@ def test_ablation_architecture_round_trips(tmp_path):
 @pytest.mark.parametrize("refiner", ["weighted", "dilation"])
 def test_architecture_rebuilds_the_module(refiner):
     config = ModelConfig(patch=7, se_size=5, refiner_depth=1, refiner=refiner, pooling="mean", auxiliary=False,
-                         tau=1.5, eps=0.1, heads="window")
+                         tau=1.5, eps=0.1, heads="both")
     model = CSSD(10, 4, config)
     arch = json.loads(json.dumps(model.architecture()))  # as stored in the file
     again = CSSD(**arch)

@@ -64,7 +64,7 @@ class ModelConfig:
     auxiliary: bool = True
     tau: float = 2.0
     eps: float = 0.5
-    heads: Heads = "both"
+    heads: Heads = "window"
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for a setting no model could use (named as the option)."""

@@ -164,6 +164,9 @@ def test_missing_cssd_geo_says_what_to_install(qgis_app, monkeypatch, tmp_path):
 def _qgis_process(args, config_dir, plugin_path=None, **env):
     """Run qgis_process as a batch script would: its own Python, which cannot import cssd_geo."""
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    if os.environ.get("VIRTUAL_ENV"):  # an activated venv's python on PATH would become QGIS's embedded one
+        venv_bin = os.path.join(os.environ["VIRTUAL_ENV"], "bin")
+        base["PATH"] = os.pathsep.join(p for p in base.get("PATH", "").split(os.pathsep) if p != venv_bin)
     base.update(headless_env(str(config_dir)), **env)
     if plugin_path:
         base["QGIS_PLUGINPATH"] = str(plugin_path)

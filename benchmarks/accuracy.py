@@ -2,9 +2,11 @@
 
 Protocol of the few-shot literature: for each seed, k labelled pixels per class (a class with
 fewer than 2k pixels gives half of them), train, test on all other labelled pixels; every
-method gets the same samples in a seed. With --disjoint, samples are drawn from a random
-subset of the connected fields of each class and only fields that gave no training pixel are
-tested (random pixel splits let training windows cover test pixels).
+method gets the same samples in a seed. With --disjoint, the field-disjoint split
+(:func:`cssd_geo.sampling.field_disjoint_split`): half of each class's 8-connected fields give
+its k shots, round-robin, and only the other fields are tested, leaving out test pixels within
+--gap pixels of a training pixel (default: the reach of CSSD's window, so that no tested pixel's
+window holds a training pixel). Random pixel splits let training windows cover test pixels.
 
     python benchmarks/accuracy.py --dataset indian_pines --shots 16 --seeds 10
     python benchmarks/accuracy.py --report results/accuracy    # tables from the saved runs
@@ -102,6 +104,19 @@ RANDOM_NOTE = ("Random split: the training pixels are drawn among all labelled p
                "that gave samples (compare the disjoint split).")
 
 
+def split_note(mode: str) -> str | None:
+    """What a split's OA measures, for the tables of that split (None for a split without a note)."""
+    if mode == "random":
+        return RANDOM_NOTE
+    if mode.startswith("disjoint-gap"):
+        gap = mode.removeprefix("disjoint-gap")
+        return ("Field-disjoint split: each class's shots are drawn round-robin over half of its 8-connected fields "
+                "(at least one, at most k); only the other fields are tested, and of them only pixels more than "
+                f"{gap} pixels from every training pixel. A class with one field is trained on and never tested "
+                "(\"no test pixel\" in the per-class table); OA, AA and kappa are over the tested classes.")
+    return None
+
+
 def metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[ClassInfo]) -> dict[str, Any]:
     """The run's figures (as saved in the JSON lines) from :func:`cssd_geo.metrics.compute_metrics`;
     a class without test pixels has per-class accuracy NaN."""
@@ -184,7 +199,8 @@ def run(args: argparse.Namespace) -> None:
     """Run every method on every seed not yet in the results file, appending one JSON line per run."""
     data = datasets.load(args.dataset, args.data)
     fields = data.fields() if args.disjoint else None
-    mode = "disjoint" if args.disjoint else "random"
+    gap = _window(network_config({}).model) // 2 if args.gap is None else args.gap
+    mode = f"disjoint-gap{gap}" if args.disjoint else "random"
     out = args.out or os.path.join(HERE, "..", "results", "accuracy", f"{args.dataset}.jsonl")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     done = set()
@@ -194,10 +210,14 @@ def run(args: argparse.Namespace) -> None:
     class_ids = [c.id for c in data.classes]
     torch.set_num_threads(args.threads or torch.get_num_threads())
     for seed in SEEDS[: args.seeds]:
-        rows, cols, test = sampling.few_shot_split(data.labels, args.shots, seed, fields)
+        if fields is None:
+            rows, cols, test = sampling.few_shot_split(data.labels, args.shots, seed)
+        else:
+            rows, cols, test = sampling.field_disjoint_split(data.labels, args.shots, seed, fields, gap)
         if not test.any():
-            raise SystemExit(f"{args.dataset}: a disjoint split leaves no pixel to test (every class is one "
-                             "connected field); use the random split")
+            raise SystemExit(f"{args.dataset} seed {seed}: the disjoint split leaves no pixel to test (every class "
+                             f"is one connected field, or every test pixel is within --gap {gap} of a training "
+                             "pixel); use the random split or a smaller --gap")
         options = {"epochs": args.epochs, "device": args.device, "seed": seed, **args.set}
         run_config = _settings_of(network_config(options))  # CSSD's: the window every network sees
         for method in args.methods:
@@ -568,8 +588,8 @@ def _seeds(scene: tuple, runs: dict) -> list[str]:
     methods = [m for m in METHODS if m in runs]
     seeds = sorted({r["seed"] for m in methods for r in runs[m]})
     lines = [f"### {dataset}, {shots} shots, {mode} split: OA % per seed (default settings)", ""]
-    if mode == "random":
-        lines += [RANDOM_NOTE, ""]
+    if split_note(mode):
+        lines += [str(split_note(mode)), ""]
     lines += ["| method | " + " | ".join(str(s) for s in seeds) + " | mean ± std | lowest (seed) | best (seed) |",
               "|---|" + "---|" * (len(seeds) + 3)]
     for m in methods:
@@ -596,8 +616,8 @@ def _per_class(scene: tuple, runs: dict, names: dict[int, str]) -> list[str]:
     methods = [m for m in METHODS if m in runs]
     ids = next(iter(runs.values()))[0]["class_ids"]
     lines = [f"### {dataset}, {shots} shots, {mode} split: per-class accuracy % (default settings)", ""]
-    if mode == "random":
-        lines += [RANDOM_NOTE, ""]
+    if split_note(mode):
+        lines += [str(split_note(mode)), ""]
     lines += ["| class | test pixels, mean over seeds | " + " | ".join(methods) + " |",
               "|---|---|" + "---|" * len(methods)]
     reference = runs[methods[0]]
@@ -632,8 +652,8 @@ def _table(scene: tuple, tag: str, methods: dict) -> list[str]:
     lines = [f"### {dataset}, {shots} shots, {mode} split ({'networks: ' + tag if tag else 'default settings'})", ""]
     notes = [f"Every network method here sees {windows[0]} x {windows[0]} pixels."] if len(windows) == 1 else \
         [f"The networks here see windows of {', '.join(f'{w} x {w}' for w in windows)} pixels."] if windows else []
-    if mode == "random":
-        notes.append(RANDOM_NOTE)
+    if split_note(mode):
+        notes.append(str(split_note(mode)))
     if notes:
         lines += [" ".join(notes), ""]
     lines += ["| method | input | seeds | OA % | AA % | kappa | delta OA vs cssd, same seeds (below) | "
@@ -664,6 +684,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="how many of the fixed seeds 0..9 (default 10)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--disjoint", action="store_true", help="spatially disjoint fields for training and test")
+    parser.add_argument("--gap", type=int, help="with --disjoint: leave out test pixels within this many pixels of a "
+                        "training pixel (default: half of CSSD's default window, 9)")
     parser.add_argument("--epochs", type=int, help="(default: the package's, see TrainConfig.epochs_for; e.g. 1 "
                         "for a smoke run: recorded in the run's settings, so such runs are reported apart)")
     parser.add_argument("--device", default="auto")

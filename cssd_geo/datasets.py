@@ -8,7 +8,7 @@ Anyone with those files can rerun the accuracy tables (benchmarks/accuracy.py):
     ip.labels     # (y, x) class ids, 0 = unlabelled
     ip.classes    # [ClassInfo(id, name, color)]
     ip.fields()   # (y, x) ids of connected fields of one class, for spatially disjoint splits
-    rows, cols, test = cssd_geo.sampling.few_shot_split(ip.labels, 16, seed=0)  # the protocol's split
+    rows, cols, test = cssd_geo.sampling.few_shot_split(ip.labels, 16, seed=0)  # the random split
 """
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ class LabelledScene:
     classes: list[ClassInfo]
 
     def fields(self) -> np.ndarray:
-        """Connected fields (4-connected pixels of one class), numbered from 1; 0 = unlabelled."""
+        """Connected fields (8-connected pixels of one class: diagonal neighbours belong to the
+        same field), numbered from 1; 0 = unlabelled."""
         from scipy import ndimage
 
         out = np.zeros(self.labels.shape, dtype=np.int32)
         for c in self.classes:
-            components, n = ndimage.label(self.labels == c.id)
+            components, n = ndimage.label(self.labels == c.id, structure=np.ones((3, 3), dtype=bool))
             out[components > 0] = components[components > 0] + out.max()
         return out
 

@@ -111,44 +111,58 @@ def held_out_pixels(raster: LabelRaster, samples: Samples, valid: np.ndarray,
     return r + raster.row_off, c + raster.col_off, raster.index[r, c].astype(np.int64)
 
 
-def few_shot_split(labels: np.ndarray, shots: int, seed: int,
-                   fields: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The benchmark protocol's training pixels (rows, cols) and test mask for one seed, on a
-    reference class raster ``labels`` (0 = unlabelled).
-
-    Pixels: k per class, or half the class when it has fewer than 2k. With ``fields``, the
-    fields of each class are taken in a random order until k pixels are drawn from them (a
-    random part of the last one), and the test mask keeps only fields with no training pixel
-    (``fields`` as :meth:`cssd_geo.datasets.LabelledScene.fields` gives). Without ``fields``
-    every labelled pixel that is not a training pixel is tested.
-    """
+def few_shot_split(labels: np.ndarray, shots: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The benchmark's random split for one seed, on a reference class raster ``labels``
+    (0 = unlabelled): k pixels per class, or half the class when it has fewer than 2k, as
+    training pixels (rows, cols); every other labelled pixel is tested (the mask)."""
     rng = np.random.default_rng(seed)
     rows, cols = [], []
-    test = labels > 0
     for cid in np.unique(labels[labels > 0]):
         r, c = np.nonzero(labels == cid)
         want = shots if len(r) >= 2 * shots else max(1, len(r) // 2)
-        if fields is None:
-            pick = rng.choice(len(r), want, replace=False)
-        else:
-            ids = fields[r, c]
-            order = rng.permutation(np.unique(ids))
-            taken: list[int] = []
-            used = []
-            for f in order:
-                inside = np.nonzero(ids == f)[0]
-                take = rng.permutation(inside)[: want - len(taken)]
-                taken.extend(take.tolist())
-                used.append(f)
-                if len(taken) >= want:
-                    break
-            test &= ~np.isin(fields, used)  # a class whose fields all gave samples has no test pixel
-            pick = np.asarray(taken)
+        pick = rng.choice(len(r), want, replace=False)
         rows.append(r[pick])
         cols.append(c[pick])
     all_rows, all_cols = np.concatenate(rows), np.concatenate(cols)
+    test = labels > 0
     test[all_rows, all_cols] = False
     return all_rows, all_cols, test
+
+
+def field_disjoint_split(labels: np.ndarray, shots: int, seed: int, fields: np.ndarray,
+                         gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The benchmark's field-disjoint split for one seed: training pixels (rows, cols) and the
+    test mask, on a reference class raster ``labels`` (0 = unlabelled) and its ``fields``
+    (connected fields numbered from 1, as :meth:`cssd_geo.datasets.LabelledScene.fields` gives).
+
+    Each class's fields are shuffled; half of them (at least one, at most ``shots``) are
+    training fields, the rest test fields. The k shots are drawn round-robin over the training
+    fields (one random pixel of each in turn), so they spread over as many fields as the
+    protocol allows; every training field gives at least one. Only test fields are tested, and
+    of them only pixels more than ``gap`` pixels (Chebyshev distance) from every training
+    pixel. A class with a single field is trained on and never tested: the test mask holds
+    none of its pixels.
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    test = np.zeros(labels.shape, dtype=bool)
+    flat = fields.ravel()
+    for cid in np.unique(labels[labels > 0]):
+        ids = rng.permutation(np.unique(fields[labels == cid]))
+        n_train = min(shots, max(1, len(ids) // 2))
+        queues = [rng.permutation(np.flatnonzero(flat == f)) for f in ids[:n_train]]
+        turns = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+        r, c = np.unravel_index(np.asarray(turns[:shots], dtype=np.int64), labels.shape)
+        rows.append(r)
+        cols.append(c)
+        test |= np.isin(fields, ids[n_train:])
+    all_rows, all_cols = np.concatenate(rows), np.concatenate(cols)
+    trained = np.zeros(labels.shape, dtype=bool)
+    trained[all_rows, all_cols] = True
+    near = ndimage.maximum_filter(trained, size=2 * gap + 1, mode="constant") if gap > 0 else trained
+    return all_rows, all_cols, test & ~near
 
 
 def draw_unlabelled_pixels(scene: xr.DataArray, seed: int, *, tiles: int = UNLABELLED_TILES,

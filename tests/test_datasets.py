@@ -21,14 +21,18 @@ def test_salinas_a_layout_from_mat_files(tmp_path):
     assert data.labels[4, 3] == 14 and [c.id for c in data.classes] == [1, 10, 11, 12, 13, 14]
 
 
-def test_fields_are_connected_pixels_of_one_class():
+def test_fields_are_8_connected_pixels_of_one_class():
     labels = np.array([[1, 1, 0, 2],
                        [0, 0, 0, 2],
-                       [1, 0, 2, 0]])
+                       [1, 0, 2, 0],
+                       [0, 1, 0, 0]])
     data = datasets.LabelledScene("t", None, labels, make_class_table([1, 2], ["a", "b"]))
     fields = data.fields()
-    assert len(np.unique(fields[labels > 0])) == 4  # (1: top-left pair, bottom-left), (2: right column, lone)
-    assert fields[0, 0] == fields[0, 1] and fields[0, 3] == fields[1, 3] and (fields[labels == 0] == 0).all()
+    # class 1: the top pair and the diagonal pair at the bottom left; class 2: the right column
+    # and its diagonal neighbour
+    assert len(np.unique(fields[labels > 0])) == 3
+    assert fields[0, 0] == fields[0, 1] and fields[2, 0] == fields[3, 1] != fields[0, 0]
+    assert fields[0, 3] == fields[1, 3] == fields[2, 2] and (fields[labels == 0] == 0).all()
 
 
 def test_mat_errors_name_the_file(tmp_path):
@@ -71,11 +75,42 @@ def test_few_shot_split_draws_k_per_class_and_tests_the_rest():
     assert not np.array_equal(sampling.few_shot_split(labels, shots=5, seed=4)[0], rows)
 
 
-def test_disjoint_split_tests_only_fields_that_gave_no_sample():
-    labels = _two_class_labels()
-    fields = datasets.LabelledScene("t", None, labels, make_class_table([1, 2], ["a", "b"])).fields()
-    rows, cols, test = sampling.few_shot_split(labels, shots=5, seed=0, fields=fields)
-    used = set(fields[rows, cols].tolist())
-    assert (labels[rows, cols] == 1).sum() == 5 and len([f for f in used if (labels[fields == f] == 1).all()]) == 1
-    assert test.any() and not np.isin(fields[test], list(used)).any()
-    assert set(np.unique(fields[test]).tolist()) == set(np.unique(fields[fields > 0]).tolist()) - used
+def _fields(labels):
+    return datasets.LabelledScene("t", None, labels, make_class_table(sorted(set(labels[labels > 0].tolist())),
+                                                                       ["c"] * len(set(labels[labels > 0].tolist())))
+                                  ).fields()
+
+
+def test_field_disjoint_split_spreads_shots_over_half_the_fields_and_tests_the_others():
+    labels = np.zeros((40, 40), np.int32)
+    for i in range(6):  # class 1: six fields of 3 x 3, far apart
+        labels[1 + 6 * i:4 + 6 * i, 1:4] = 1
+    labels[1:4, 30:33] = 2  # class 2: a single field, so never tested
+    fields = _fields(labels)
+    for seed in range(5):
+        rows, cols, test = sampling.field_disjoint_split(labels, shots=5, seed=seed, fields=fields, gap=0)
+        drawn = labels[rows, cols]
+        assert (drawn == 1).sum() == 5 and (drawn == 2).sum() == 5
+        shot_fields = set(fields[rows, cols][drawn == 1].tolist())
+        assert len(shot_fields) == 3  # round-robin over half of the six fields: 2 + 2 + 1 shots
+        tested = set(np.unique(fields[test]).tolist())
+        assert tested == set(np.unique(fields[labels == 1]).tolist()) - shot_fields  # every other field
+        assert not (test & (labels == 2)).any()  # a single-field class is untestable
+        again = sampling.field_disjoint_split(labels, shots=5, seed=seed, fields=fields, gap=0)
+        assert all(np.array_equal(a, b) for a, b in zip(again, (rows, cols, test), strict=True))
+
+
+def test_field_disjoint_split_leaves_out_test_pixels_within_the_gap_of_a_training_pixel():
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:18, 2:6], labels[2:18, 8:12] = 1, 1  # two fields 2 columns apart
+    labels[2:18, 20:24], labels[2:18, 26:29] = 2, 2
+    fields = _fields(labels)
+    for gap in (0, 2, 4):
+        rows, cols, test = sampling.field_disjoint_split(labels, shots=4, seed=1, fields=fields, gap=gap)
+        tr, tc = np.nonzero(test)
+        distance = np.maximum(np.abs(tr[:, None] - rows[None]), np.abs(tc[:, None] - cols[None])).min(axis=1)
+        assert test.any() and distance.min() > gap
+        if gap == 0:  # nothing else is left out: every pixel of a tested field is tested
+            assert np.array_equal(test, np.isin(fields, np.unique(fields[test])))
+
+

@@ -61,6 +61,7 @@ from cssd_geo.io.scene import mask_invalid, scene_nodata  # noqa: E402
 from cssd_geo.metrics import compute_metrics  # noqa: E402
 from cssd_geo.model import CSSD, ModelConfig  # noqa: E402
 from cssd_geo.model.cssd import combine_heads  # noqa: E402
+from cssd_geo.selection import cross_validate  # noqa: E402
 from cssd_geo.train import train_model  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -127,16 +128,28 @@ def metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[ClassInfo]) 
 
 
 def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray, config: TrainConfig,
-                curve: np.ndarray | None = None, history: list | None = None
+                curve: np.ndarray | None = None, history: list | None = None, choice: dict | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Class ids of every pixel from a network trained on (rows, cols): its prediction (as its
     ``heads`` setting makes it), its auxiliary centre-spectrum head's alone (``CSSD.centre_logits``
     on each pixel's spectrum), its window head's alone and the mean of both heads (the last
     three None for a network trained without the auxiliary head). With ``curve`` (a mask of
-    pixels), their overall accuracy after each epoch goes into ``history``."""
+    pixels), their overall accuracy after each epoch goes into ``history``. With
+    ``config.auto_patch`` the patch and heads come from leave-fields-out cross-validation on the
+    training pixels alone (their fields are the reference's connected fields, as a user's
+    labelled fields would be); ``choice`` gets what it chose and estimated."""
     ids = np.array([c.id for c in data.classes])
     index = {c.id: k for k, c in enumerate(data.classes)}
     targets = np.array([index[v] for v in data.labels[rows, cols]])
+    if config.auto_patch:
+        estimate = cross_validate(data.scene, rows, cols, targets, data.fields()[rows, cols], data.classes, config,
+                                  torch.device("cpu"))
+        if choice is not None:
+            choice.update(chosen_patch=estimate.patch, chosen_heads=estimate.heads, expected_oa=estimate.expected_oa,
+                          cv_seconds=estimate.seconds, cv_scores=estimate.scores)
+        if estimate.patch is not None and estimate.heads is not None:
+            config = dataclasses.replace(config, model=dataclasses.replace(
+                config.model, patch=estimate.patch, heads=estimate.heads))  # type: ignore[arg-type]
     held_out = None
     if curve is not None:
         r, c = np.nonzero(curve)
@@ -232,12 +245,13 @@ def run(args: argparse.Namespace) -> None:
                                  "(--set auxiliary=false), so there is no centre-spectrum head to predict with")
             start = time.perf_counter()
             history: list = []
+            choice: dict = {}
             aux = window = both = None
             if config is None:
                 predicted = run_spectral(data, rows, cols, method, seed)
             else:
                 predicted, aux, window, both = run_network(data, rows, cols, config,
-                                                           test if args.curve else None, history)
+                                                           test if args.curve else None, history, choice)
             seconds = time.perf_counter() - start
             heads = {AUX_HEAD: aux, WINDOW_HEAD: window, BOTH_HEADS: both}
             for name in keys:
@@ -248,7 +262,7 @@ def run(args: argparse.Namespace) -> None:
                 result = {"dataset": args.dataset, "mode": mode, "shots": args.shots, "method": name, "seed": seed,
                           "train_config": settings, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
                           "seconds": seconds, "class_ids": class_ids, "class_names": [c.name for c in data.classes],
-                          "curve": history if args.curve and name != AUX_HEAD else None,
+                          "curve": history if args.curve and name != AUX_HEAD else None, **choice,
                           **metrics(data.labels[test], labels[test], data.classes)}
                 if config is not None:
                     result.update({"run_config": run_config, "window": _window(config.model),

@@ -72,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
     m = t.add_argument_group("model")
-    m.add_argument("--patch", type=int, default=defaults_m.patch, help="odd pooled window side P (default %(default)s)")
+    m.add_argument("--patch", type=_patch, default=defaults_m.patch,
+                   help="odd pooled window side P, or 'auto': P (3, 5, 7 or 11) and --heads chosen by leave-fields-out "
+                        "cross-validation on the labels, which also estimates the accuracy on unlabelled fields "
+                        "(about 1-3 times the training time more; default %(default)s)")
     m.add_argument("--se-size", type=int, default=defaults_m.se_size,
                    help="odd side of SpeFR's structuring element (default %(default)s)")
     m.add_argument("--refiner-depth", type=int, default=defaults_m.refiner_depth,
@@ -121,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _patch(text: str) -> int | str:
+    """--patch: an integer, or 'auto'."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give an odd number of pixels (e.g. 11) or 'auto'") from None
+
+
 def _pixel_options(parser: argparse.ArgumentParser) -> None:
     """The options that leave pixels out, shared by train and predict."""
     parser.add_argument("--mask", metavar="PATH",
@@ -132,7 +145,9 @@ def _pixel_options(parser: argparse.ArgumentParser) -> None:
 
 def _config(kind: type[Config], args: argparse.Namespace) -> Config:
     """The config of class ``kind`` from the parsed options named after its fields."""
-    given = vars(args)
+    given = dict(vars(args))
+    if given.get("patch") == "auto":  # --patch auto: cross-validation chooses it, starting from the default
+        given["patch"], given["auto_patch"] = ModelConfig().patch, True
     return from_options(kind, {name: given[name] for name in option_names(kind) if name in given})
 
 

@@ -6,8 +6,8 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, cast
 
 import numpy as np
 import rasterio.transform
@@ -20,9 +20,10 @@ from .config import TrainConfig
 from .device import resolve_device
 from .errors import CssdError, reading
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
-from .io.vector import rasterize_labels, read_labels
+from .io.vector import LabelRaster, rasterize_labels, read_labels
 from .masks import scene_mask
 from .model import CSSD, save_model
+from .model.cssd import Heads
 from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
 from .sampling import (
@@ -33,6 +34,7 @@ from .sampling import (
     held_out_pixels,
     window_pixels,
 )
+from .selection import FieldEstimate, cross_validate, label_fields
 from .tiling import dihedral_views, read_window
 
 MIN_BANDS = 3  # SpeFE cuts the spectrum into three segments
@@ -55,6 +57,7 @@ class TrainResult:
     class_names: list[str] = field(default_factory=list)
     structuring_element: dict[str, Any] = field(default_factory=dict)  # SpeFR's SE at the start and the end
     seconds_per_step: float | None = None
+    field_estimate: dict[str, Any] | None = None  # the leave-fields-out choice and estimate (--patch auto)
 
 
 def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -104,6 +107,9 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
         samples = draw_training_pixels(raster, valid, config.shots, config.seed, scheme=config.sampling,
                                        stride=config.grid_stride, progress=progress)
         held_out = held_out_pixels(raster, samples, valid, config.seed)
+        estimate = None
+        if config.auto_patch:
+            config, estimate = choose_settings(da, raster, valid, config, device, progress, (mean, std))
         if held_out is not None:
             progress.message(f"validation: overall accuracy of {len(held_out[0])} held-out labelled pixels after "
                              "each epoch")
@@ -121,15 +127,35 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
                       "crs": grid.crs.to_wkt(), "transform": list(grid.transform)[:6],
                       "height": grid.height, "width": grid.width},
             "train_config": asdict(config), "final_loss": loss,
+            "field_estimate": None if estimate is None else estimate.to_dict(),
         }, outputs)
         result = TrainResult(output, samples, table.class_field, loss, time.perf_counter() - start, history,
                              0 if held_out is None else len(held_out[0]), [c.name for c in table.classes],
-                             log.get("structuring_element", {}), log.get("seconds_per_step"))
+                             log.get("structuring_element", {}), log.get("seconds_per_step"),
+                             None if estimate is None else estimate.to_dict())
         _write_training_report(result, outputs)
     progress.message(f"model written to {output} ({len(samples)} training pixels, {result.seconds:.1f} s); training "
                      f"curve and metrics in {os.path.basename(training_outputs(output)['png'])} and "
                      f"{os.path.basename(training_outputs(output)['json'])}")
     return result
+
+
+def choose_settings(da: xr.DataArray, raster: LabelRaster, valid: np.ndarray, config: TrainConfig,
+                    device: torch.device, progress: Progress, statistics: tuple[np.ndarray, np.ndarray]
+                    ) -> tuple[TrainConfig, FieldEstimate]:
+    """``--patch auto``: the patch and heads that leave-fields-out cross-validation on all the
+    valid labelled pixels chooses (:func:`~cssd_geo.selection.cross_validate`), put into
+    ``config``; the defaults stay when there are too few fields. Logs the choice and the
+    expected accuracy on unlabelled fields."""
+    fields = label_fields(np.where(valid, raster.index, -1))
+    r, c = np.nonzero(fields)
+    estimate = cross_validate(da, r + raster.row_off, c + raster.col_off, raster.index[r, c].astype(np.int64),
+                              fields[r, c], raster.classes, config, device, progress, statistics=statistics)
+    progress.message(estimate.summary())
+    if estimate.patch is None or estimate.heads is None:
+        return config, estimate
+    model = replace(config.model, patch=estimate.patch, heads=cast(Heads, estimate.heads))
+    return replace(config, model=model), estimate
 
 
 def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], config: TrainConfig,
@@ -236,6 +262,7 @@ def _write_training_report(result: TrainResult, outputs: OutputSet) -> None:
               "final_loss": history[-1]["loss"] if history else None,
               "final_validation_oa": history[-1].get("val_oa") if history else None,
               "seconds_per_step": result.seconds_per_step, "structuring_element": result.structuring_element,
+              "field_estimate": result.field_estimate,
               "classes": result.class_names, "epochs": history}
     with output_file(paths["json"], outputs) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

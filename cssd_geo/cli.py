@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="odd pooled window side P, or 'auto': P (3, 5, 7 or 11) and --heads chosen by leave-fields-out "
                         "cross-validation on the labels, which also estimates the accuracy on unlabelled fields "
                         "(about 1-3 times the training time more; default %(default)s)")
+    m.add_argument("--auto-patch", action="store_true", help="the same as --patch auto")
     m.add_argument("--se-size", type=int, default=defaults_m.se_size,
                    help="odd side of SpeFR's structuring element (default %(default)s)")
     m.add_argument("--refiner-depth", type=int, default=defaults_m.refiner_depth,

@@ -77,8 +77,9 @@ class TrainAlgorithm(_Algorithm):
                                                        minValue=1))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs (0: 50, more when there are few samples)",
                                                        defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber("PATCH", "Pooled window side (odd)", defaultValue=11,
-                                                       minValue=3))
+        self.addParameter(QgsProcessingParameterNumber(
+            "PATCH", "Pooled window side (odd; 0: chosen by leave-fields-out cross-validation on the labels, "
+            "which also estimates the accuracy on unlabelled fields)", defaultValue=11, minValue=0))
         self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0))
         self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
@@ -94,10 +95,11 @@ class TrainAlgorithm(_Algorithm):
         options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
                    "shots": self.parameterAsInt(parameters, "SHOTS", context),
                    "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
-                   "patch": self.parameterAsInt(parameters, "PATCH", context),
                    "seed": self.parameterAsInt(parameters, "SEED", context),
                    "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",
                    "overwrite": True}  # QGIS's file dialog has already asked
+        patch = self.parameterAsInt(parameters, "PATCH", context)
+        options.update({"auto_patch": True} if patch == 0 else {"patch": patch})
         backend.run("train", {"scene": scene, "labels": labels, "output": output}, options, feedback)
         return {"OUTPUT": output}
 

@@ -61,6 +61,32 @@ def test_train_through_the_executable(qgis_app, tmp_path, backend_env):
     assert model.patch == 5 and model.metadata["train_config"]["shots"] == 2
 
 
+def test_train_with_patch_0_chooses_it_from_the_labels(qgis_app, tmp_path, backend_env):
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    import cssd_geo
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info):  # noqa: N802
+            self.lines.append(info)
+
+    backend_env("executable")
+    out, log = tmp_path / "auto.cssd", Log()
+    processing.run("cssd:train", {"INPUT": str(SCENE), "LABELS": str(FIELDS), "CLASS_FIELD": "class_id",
+                                  "SHOTS": 2, "EPOCHS": 1, "PATCH": 0, "SEED": 1, "DEVICE": "cpu", "OUTPUT": str(out)},
+                   feedback=log)
+    model = cssd_geo.load_model(out)
+    estimate = model.metadata["field_estimate"]
+    assert model.metadata["train_config"]["auto_patch"] is True
+    assert estimate["patch"] == model.patch and model.patch in (3, 5, 7, 11)
+    assert any("expected overall accuracy on unlabelled fields" in line for line in log.lines), log.lines
+
+
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])
 def test_predict_writes_a_styled_map(trained_model, tmp_path, backend, backend_env):
     from qgis.core import QgsRasterLayer

@@ -114,14 +114,13 @@ def _draw(index: np.ndarray, chosen: np.ndarray, shots: int, rng: np.random.Gene
 
 
 def _far(rows: np.ndarray, cols: np.ndarray, train_rows: np.ndarray, train_cols: np.ndarray, gap: int) -> np.ndarray:
-    """Which of the pixels (rows, cols) lie more than ``gap`` pixels (Chebyshev) from every
-    training pixel."""
-    keep = np.ones(rows.size, dtype=bool)
-    for start in range(0, rows.size, 4096):  # bounded memory: 4096 x training pixels at a time
-        r, c = rows[start:start + 4096, None], cols[start:start + 4096, None]
-        near = (np.abs(r - train_rows[None]) <= gap) & (np.abs(c - train_cols[None]) <= gap)
-        keep[start:start + 4096] = ~near.any(axis=1)
-    return keep
+    """Which of the pixels (rows, cols) lie more than ``gap`` pixels (Chebyshev distance) from
+    every training pixel."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.column_stack([train_rows, train_cols]))
+    distance, _ = tree.query(np.column_stack([rows, cols]), p=np.inf, distance_upper_bound=gap + 0.5)
+    return np.isinf(distance)
 
 
 def cross_validate(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, index: np.ndarray, groups: np.ndarray,

@@ -13,7 +13,7 @@ from cssd_geo.classes import ClassInfo
 from cssd_geo.cli import main
 from cssd_geo.config import TrainConfig
 from cssd_geo.model import read_model_metadata
-from cssd_geo.selection import assign_folds, cross_validate, label_fields
+from cssd_geo.selection import _far, assign_folds, cross_validate, label_fields
 
 
 def test_folds_hold_whole_fields_and_single_field_classes_always_train():
@@ -31,6 +31,12 @@ def test_folds_hold_whole_fields_and_single_field_classes_always_train():
     assert (fold[index[r, c] == 2] == -1).all()  # a single field: always trained on
     for k in (0, 1):  # every class with two or more fields is held out in both folds
         assert set(fold[index[r, c] == k].tolist()) == {0, 1}
+
+
+def test_held_out_pixels_within_the_gap_of_a_training_pixel_are_not_scored():
+    rows, cols = np.array([0, 3, 4, 5, 0, 9]), np.array([4, 0, 1, 5, 9, 9])
+    keep = _far(rows, cols, np.array([0, 9]), np.array([1, 1]), gap=3)  # Chebyshev distance > 3 to both
+    assert keep.tolist() == [False, False, True, True, True, True]  # (0, 4) and (3, 0) are 3 from (0, 1)
 
 
 def _stripes(width: int, noise: float, seed: int = 0):

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--self-training", action="store_true",
                    help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
                         "labels, read on the clean spectrum, from the augmented one")
+    t.add_argument("--spectral-augmentation", action="store_true",
+                   help="the labelled pixels' spectra are also scaled in brightness, given noise and lose a "
+                        "few bands at random in training (for maps of fields that gave no label)")
     t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing model file")

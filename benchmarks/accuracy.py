@@ -354,9 +354,16 @@ def _known(settings: dict[str, Any]) -> TrainConfig:
     return network_config({k: v for k, v in settings.items() if k in names})
 
 
+def _configured_window(run: dict[str, Any]) -> int:
+    """The input window of a saved network line's settings (saved or, for older lines, from them)."""
+    return int(run.get("window") or _window(_known(_complete(run["train_config"])).model))
+
+
 def _line_window(run: dict[str, Any]) -> int:
-    """The input window of a saved network line (saved or, for older lines, from its settings)."""
-    return run.get("window") or _window(_known(_complete(run["train_config"])).model)
+    """The input window a saved network line saw: its settings', or the one --patch auto chose."""
+    chosen = run.get("chosen_patch")
+    window = _configured_window(run)
+    return window - int(run["train_config"]["patch"]) + int(chosen) if chosen else window
 
 
 def _run_config(run: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +375,7 @@ def _run_config(run: dict[str, Any]) -> dict[str, Any]:
     if run.get("run_config") is not None:
         return _complete(run["run_config"])
     base = {**_complete(run["train_config"]), **{k: defaults[k] for k in METHODS[run["method"]] or {}}}
-    base["patch"] = _line_window(run) - 2 * _radius(_known(base).model)
+    base["patch"] = _configured_window(run) - 2 * _radius(_known(base).model)
     return base
 
 
@@ -696,14 +703,17 @@ def _per_class(scene: tuple, runs: dict, names: dict[int, str]) -> list[str]:
     return lines
 
 
-def _input(method: str, run: dict[str, Any]) -> str:
-    """What a method classifies each pixel from (the table's input column)."""
+def _input(method: str, runs: list[dict[str, Any]]) -> str:
+    """What a method classifies each pixel from (the table's input column), over its ``runs``."""
     if METHODS[method] is None:
         return f"spectrum + {NEIGHBOURHOOD} x {NEIGHBOURHOOD} mean" if method == "svm_spatial" else "spectrum"
     if method == AUX_HEAD:
         return "spectrum (cssd's auxiliary head)"
-    w = _line_window(run)
-    return f"{w} x {w} window (patch {run['train_config']['patch']})"
+    if any(r.get("chosen_patch") for r in runs):
+        windows = sorted({_line_window(r) for r in runs})
+        return "window chosen per seed by --patch auto: " + ", ".join(f"{w} x {w}" for w in windows)
+    w = _line_window(runs[0])
+    return f"{w} x {w} window (patch {runs[0]['train_config']['patch']})"
 
 
 def _table(scene: tuple, tag: str, methods: dict) -> list[str]:
@@ -733,7 +743,7 @@ def _table(scene: tuple, tag: str, methods: dict) -> list[str]:
         if recorded and method != AUX_HEAD:  # spectral's own OA is its aux OA
             seeds = "" if len(recorded) == len(runs) else f" ({len(recorded)})"
             heads = [_mean_std([r[k] for r in recorded]) + seeds for k in ("aux_oa", "head_disagreement")]
-        lines.append(f"| {method} | {_input(method, runs[0])} | {len(runs)} | {_mean_std([r['oa'] for r in runs])} | "
+        lines.append(f"| {method} | {_input(method, runs)} | {len(runs)} | {_mean_std([r['oa'] for r in runs])} | "
                      f"{_mean_std([r['aa'] for r in runs])} | "
                      f"{_mean_std([r['kappa'] for r in runs], scale=1, digits=4)} | {delta} | {' | '.join(heads)} | "
                      f"{np.median(seconds):.0f} ({min(seconds):.0f}-{max(seconds):.0f}) |")

@@ -152,7 +152,8 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
                                   torch.device("cpu"))
         if choice is not None:
             choice.update(chosen_patch=estimate.patch, chosen_heads=estimate.heads, expected_oa=estimate.expected_oa,
-                          cv_seconds=estimate.seconds, cv_scores=estimate.scores)
+                          cv_seconds=estimate.seconds, cv_scores=estimate.scores,
+                          cv_held_out=estimate.held_out_pixels)
         if estimate.patch is not None and estimate.heads is not None:
             config = dataclasses.replace(config, model=dataclasses.replace(
                 config.model, patch=estimate.patch, heads=estimate.heads))  # type: ignore[arg-type]

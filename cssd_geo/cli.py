@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 import traceback
+from typing import Any
 
 from . import __version__
 from .config import (
@@ -18,6 +19,7 @@ from .config import (
     option_names,
 )
 from .errors import CssdError, first_line
+from .flags import flag
 from .model.cssd import HEADS, POOLINGS, REFINERS, ModelConfig
 from .progress import JsonLinesProgress, TqdmProgress
 from .sampling import SAMPLINGS
@@ -38,93 +40,93 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a CSSD model from a scene and labelled fields")
     t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
     t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
-    t.add_argument("--class-field", help="attribute holding the class (integer or text); guessed if omitted")
-    t.add_argument("--bands", metavar="LIST",
+    _option(t, "class_field", help="attribute holding the class (integer or text); guessed if omitted")
+    _option(t, "bands", metavar="LIST",
                    help="bands to use: numbers and ranges (1-50,60) or wavelength ranges in nm (400-1300); "
                         "default: every band with data that the file does not flag bad")
-    t.add_argument("--exclude-bands", metavar="LIST",
+    _option(t, "exclude_bands", metavar="LIST",
                    help="bands to leave out, the same way (e.g. 1340-1460,1790-1960)")
     _pixel_options(t)
-    t.add_argument("--shots", type=int, default=defaults_t.shots,
+    _option(t, "shots", type=int, default=defaults_t.shots,
                    help="labelled pixels per class (default %(default)s)")
-    t.add_argument("--sampling", choices=SAMPLINGS, default=defaults_t.sampling,
+    _option(t, "sampling", choices=SAMPLINGS, default=defaults_t.sampling,
                    help="random pixels, or window centres on a stride grid (default %(default)s)")
-    t.add_argument("--grid-stride", type=int, default=defaults_t.grid_stride,
+    _option(t, "grid_stride", type=int, default=defaults_t.grid_stride,
                    help="stride of --sampling grid (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=defaults_t.epochs,
+    _option(t, "epochs", type=int, default=defaults_t.epochs,
                    help="(default: 50, more when there are few samples: at least 150 optimiser steps)")
-    t.add_argument("--batch-size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
-    t.add_argument("--lr", dest="learning_rate", type=float, default=defaults_t.learning_rate,
+    _option(t, "batch_size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
+    _option(t, "learning_rate", type=float, default=defaults_t.learning_rate,
                    help="Adam learning rate (default %(default)s)")
-    t.add_argument("--schedule", choices=SCHEDULES, default=defaults_t.schedule,
+    _option(t, "schedule", choices=SCHEDULES, default=defaults_t.schedule,
                    help="learning rate: cosine decay to 0, or halve when the loss stalls (default %(default)s)")
-    t.add_argument("--unlabelled", type=int, default=defaults_t.unlabelled, metavar="N",
+    _option(t, "unlabelled", type=int, default=defaults_t.unlabelled, metavar="N",
                    help="unlabelled windows per training step on which the centre-spectrum classifier teaches "
                         "the window classifier; 0: labelled pixels only (default %(default)s)")
-    t.add_argument("--teacher-threshold", type=float, default=defaults_t.teacher_threshold, metavar="P",
+    _option(t, "teacher_threshold", type=float, default=defaults_t.teacher_threshold, metavar="P",
                    help="confidence the centre-spectrum classifier needs on an unlabelled window (default "
                         "%(default)s)")
-    t.add_argument("--self-training", action="store_true",
+    _option(t, "self_training", action="store_true",
                    help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
                         "labels, read on the clean spectrum, from the augmented one")
-    t.add_argument("--spectral-augmentation", action="store_true",
+    _option(t, "spectral_augmentation", action="store_true",
                    help="the labelled pixels' spectra are also scaled in brightness, given noise and lose a "
                         "few bands at random in training (for maps of fields that gave no label)")
-    t.add_argument("--seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
-    t.add_argument("--device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    _option(t, "seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
+    _option(t, "device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    _option(t, "overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
     m = t.add_argument_group("model")
-    m.add_argument("--patch", type=_patch, default=defaults_m.patch,
+    _option(m, "patch", type=_patch, default=defaults_m.patch,
                    help="odd pooled window side P, or 'auto': P (3, 5, 7 or 11) and --heads chosen by leave-fields-out "
                         "cross-validation on the labels, which also estimates the accuracy on unlabelled fields "
-                        "(about 1-3 times the training time more; default %(default)s)")
-    m.add_argument("--auto-patch", action="store_true", help="the same as --patch auto")
-    m.add_argument("--se-size", type=int, default=defaults_m.se_size,
+                        "(about 1.5 times the training time more; default %(default)s)")
+    _option(m, "auto_patch", action="store_true", help="the same as --patch auto")
+    _option(m, "se_size", type=int, default=defaults_m.se_size,
                    help="odd side of SpeFR's structuring element (default %(default)s)")
-    m.add_argument("--refiner-depth", type=int, default=defaults_m.refiner_depth,
+    _option(m, "refiner_depth", type=int, default=defaults_m.refiner_depth,
                    help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
-    m.add_argument("--refiner", choices=REFINERS, default=defaults_m.refiner,
+    _option(m, "refiner", choices=REFINERS, default=defaults_m.refiner,
                    help="SpeFR form: SE-weighted blocks, or the grey-scale dilation of older models "
                         "(default %(default)s)")
-    m.add_argument("--pooling", choices=POOLINGS, default=defaults_m.pooling,
+    _option(m, "pooling", choices=POOLINGS, default=defaults_m.pooling,
                    help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
-    m.add_argument("--no-auxiliary", dest="auxiliary", action="store_false",
+    _option(m, "auxiliary", action="store_false",
                    help="no centre-spectrum classifier loss: a plain CNN (baseline)")
-    m.add_argument("--heads", choices=HEADS, default=defaults_m.heads,
+    _option(m, "heads", choices=HEADS, default=defaults_m.heads,
                    help="the map from the mean of the window and centre-spectrum classifiers' probabilities, or "
                         "from the window classifier alone (default %(default)s)")
-    m.add_argument("--tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
-    m.add_argument("--eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
+    _option(m, "tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
+    _option(m, "eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
 
     r = sub.add_parser("predict", help="write the class map of a scene")
     r.add_argument("model", help="model file written by 'cssd-geo train'")
     r.add_argument("scene", help="hyperspectral scene with the model's bands")
-    r.add_argument("--chunk", type=int, default=defaults_p.chunk,
+    _option(r, "chunk", type=int, default=defaults_p.chunk,
                    help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
     _pixel_options(r)
-    r.add_argument("--device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
-    r.add_argument("--precision", choices=PRECISIONS, default=defaults_p.precision,
+    _option(r, "device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    _option(r, "precision", choices=PRECISIONS, default=defaults_p.precision,
                    help="arithmetic on CUDA (default %(default)s)")
-    r.add_argument("--scheduler", metavar="ADDRESS",
+    _option(r, "scheduler", metavar="ADDRESS",
                    help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
-    r.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
-    r.add_argument("--probabilities", action="store_true", help="also write NAME_probabilities.tif")
-    r.add_argument("--confidence", action="store_true", help="also write NAME_confidence.tif")
-    r.add_argument("--quicklook", metavar="PNG", help="also write a coloured PNG of the map")
-    r.add_argument("--tta", action="store_true",
+    _option(r, "cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
+    _option(r, "probabilities", action="store_true", help="also write NAME_probabilities.tif")
+    _option(r, "confidence", action="store_true", help="also write NAME_confidence.tif")
+    _option(r, "quicklook", metavar="PNG", help="also write a coloured PNG of the map")
+    _option(r, "tta", action="store_true",
                    help="test-time augmentation: average each pixel's class probabilities over the 8 turns and "
                         "mirrorings of its window (8 times the compute)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing map")
+    _option(r, "overwrite", action="store_true", help="replace an existing map")
     r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
 
     e = sub.add_parser("evaluate", help="accuracy of a class map against reference labels")
     e.add_argument("map", help="class map written by 'cssd-geo predict'")
     e.add_argument("--labels", required=True, help="reference vector layer")
-    e.add_argument("--class-field", help="attribute holding the class; guessed if omitted")
-    e.add_argument("--exclude-training", metavar="MODEL", help="leave out the pixels this model was trained on")
-    e.add_argument("--json", dest="json_path", metavar="OUT", help="also write the metrics as JSON")
-    e.add_argument("--plot", dest="plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
+    _option(e, "class_field", help="attribute holding the class; guessed if omitted")
+    _option(e, "exclude_training", metavar="MODEL", help="leave out the pixels this model was trained on")
+    _option(e, "json_path", metavar="OUT", help="also write the metrics as JSON")
+    _option(e, "plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
     return p
 
 
@@ -138,12 +140,17 @@ def _patch(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r}: give an odd number of pixels (e.g. 11) or 'auto'") from None
 
 
+def _option(group: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kwargs: Any) -> None:
+    """Declare the option of config field ``name`` under its flag (:func:`cssd_geo.flags.flag`)."""
+    group.add_argument(flag(name), dest=name, **kwargs)
+
+
 def _pixel_options(parser: argparse.ArgumentParser) -> None:
     """The options that leave pixels out, shared by train and predict."""
-    parser.add_argument("--mask", metavar="PATH",
+    _option(parser, "mask", metavar="PATH",
                         help="pixels to leave out: a raster (non-zero = leave out) or a vector layer of the "
                              "areas to keep")
-    parser.add_argument("--no-product-masks", dest="product_masks", action="store_false",
+    _option(parser, "product_masks", action="store_false",
                         help="keep the pixels the product's quality layers (cloud, shadow, haze) flag")
 
 

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import IO, TYPE_CHECKING, Any
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
@@ -156,23 +158,32 @@ def _feedback_progress(feedback: QgsProcessingFeedback) -> Progress:
 
 # --- through the cssd-geo executable -----------------------------------------------------------
 
+def _flags() -> ModuleType:
+    """cssd_geo's table of command-line flags (cssd_geo/flags.py, standard library only): the
+    copy in the plugin zip, or in a source checkout the package's own file, loaded by path so
+    that the cssd_geo package (torch, the GDAL wheels) is not imported into QGIS."""
+    try:
+        from . import flags  # type: ignore[attr-defined]  # written into the zip by tools/build_qgis_plugin.py
+    except ImportError:
+        path = Path(__file__).resolve().parents[1] / "cssd_geo" / "flags.py"
+        spec = importlib.util.spec_from_file_location("cssd_geo_flags", path)
+        if spec is None or spec.loader is None:
+            raise QgsProcessingException(f"the plugin is incomplete: {path} is missing; reinstall it") from None
+        flags = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(flags)
+    return flags
+
+
 def command_line(command: str, inputs: dict[str, str], options: dict[str, Any]) -> list[str]:
-    """The cssd-geo arguments for a step (after the executable)."""
+    """The cssd-geo arguments for a step (after the executable): its inputs, then its options
+    under the CLI's flags (:func:`cssd_geo.flags.arguments`)."""
     if command == "train":
         args = [inputs["scene"], "--labels", inputs["labels"], "-o", inputs["output"]]
     elif command == "predict":
         args = [inputs["model"], inputs["scene"], "-o", inputs["output"]]
     else:
-        options = dict(options)
         args = [inputs["map"], "--labels", inputs["labels"]]
-        if options.get("json_path"):
-            args += ["--json", options.pop("json_path")]
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is None or value is False:
-            continue
-        args += [flag] if value is True else [flag, str(value)]
-    return ["--json-progress", command] + args
+    return ["--json-progress", command] + args + list(_flags().arguments(options))
 
 
 def _run_executable(command: str, inputs: dict[str, str], options: dict[str, Any],

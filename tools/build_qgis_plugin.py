@@ -1,6 +1,7 @@
 """Build the zip that QGIS installs from Plugins > Manage and Install Plugins > Install from ZIP.
 
-The zip holds the qgis_plugin/ folder without caches, its metadata.txt given the package's version.
+The zip holds the qgis_plugin/ folder without caches, its metadata.txt given the package's version,
+and cssd_geo/flags.py (the CLI's flags, standard library only) as qgis_plugin/flags.py.
 Usage: python tools/build_qgis_plugin.py [OUT.zip]"""
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def build(out: Path) -> Path:
                 z.writestr(name, metadata())
             else:
                 z.write(path, name)
+        # the CLI's flag table, which the executable backend writes command lines with (qgis_plugin/backend.py)
+        z.write(ROOT / "cssd_geo" / "flags.py", "qgis_plugin/flags.py")
     return out
 
 

@@ -219,18 +219,44 @@ def test_qgis_process_runs_predict(trained_model, tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed")
-def test_plugin_zip_installs_into_a_clean_profile(tmp_path):
+def test_plugin_zip_installs_into_a_clean_profile(trained_model, tmp_path):
     archive = tmp_path / "cssd_geo_qgis.zip"
     subprocess.run([sys.executable, str(ROOT / "tools" / "build_qgis_plugin.py"), str(archive)], check=True)
     plugins = tmp_path / "profile" / "profiles" / "default" / "python" / "plugins"
     plugins.mkdir(parents=True)
     with zipfile.ZipFile(archive) as z:
         assert not [n for n in z.namelist() if "__pycache__" in n or not n.startswith("qgis_plugin/")]
+        assert "qgis_plugin/flags.py" in z.namelist()  # the CLI's flag table, for the executable backend
         z.extractall(plugins)
     enabled = _qgis_process(["plugins", "enable", "qgis_plugin"], tmp_path / "profile")
     assert enabled.returncode == 0, enabled.stderr
     listed = _qgis_process(["list"], tmp_path / "profile")
     assert "cssd:train" in listed.stdout and "cssd:evaluate" in listed.stdout, listed.stdout[-2000:]
+    # the installed copy writes the executable's command line with the zip's flag table
+    out = tmp_path / "installed.tif"
+    run = _qgis_process(["--json", "run", "cssd:predict", "--", f"MODEL={trained_model}", f"INPUT={SCENE}",
+                         "CHUNK=64", "DEVICE=cpu", "PROBABILITIES=true", f"OUTPUT={out}"], tmp_path / "profile",
+                        CSSD_GEO_EXECUTABLE=cli_executable())
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "--probabilities" in json.dumps(json.loads(run.stdout[run.stdout.index("{"):])["log"])
+    assert out.exists() and (tmp_path / "installed_probabilities.tif").exists()
+
+
+def test_the_executable_gets_every_option_under_the_clis_flag(qgis_app):
+    """backend.command_line (the plugin's executable route) gives the CLI the options the
+    in-QGIS route passes as config fields, the renamed and negated flags included."""
+    from cssd_geo import cli
+    from cssd_geo.config import EvaluateConfig, TrainConfig, from_options
+    from qgis_plugin import backend
+
+    options = {"learning_rate": 0.01, "auxiliary": False, "product_masks": False, "auto_patch": True, "shots": 3}
+    argv = backend.command_line("train", {"scene": "s.tif", "labels": "l.shp", "output": "m.cssd"}, options)
+    assert argv[0] == "--json-progress"
+    parsed = cli._parser().parse_args(argv[1:])
+    assert cli._config(TrainConfig, parsed) == from_options(TrainConfig, options)
+    options = {"json_path": "m.json", "plot_path": "c.png", "exclude_training": "m.cssd"}
+    argv = backend.command_line("evaluate", {"map": "x.tif", "labels": "l.shp"}, options)
+    assert cli._config(EvaluateConfig, cli._parser().parse_args(argv[1:])) == from_options(EvaluateConfig, options)
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])

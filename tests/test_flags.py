@@ -1,0 +1,81 @@
+"""The one table of command-line flags (cssd_geo.flags): the CLI declares every config field's
+option under it, and the QGIS plugin's executable backend writes command lines with it, so every
+option reaches the same config in-process and through the executable."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+import pytest
+
+from cssd_geo import cli, config, flags
+from cssd_geo.model.cssd import ModelConfig
+
+STEPS = [("train", config.TrainConfig, ["s.tif", "--labels", "l.shp", "-o", "m.cssd"]),
+         ("predict", config.PredictConfig, ["m.cssd", "s.tif", "-o", "x.tif"]),
+         ("evaluate", config.EvaluateConfig, ["x.tif", "--labels", "l.shp"])]
+
+
+def _other(value: typing.Any, hint: typing.Any) -> typing.Any:
+    """A value of type ``hint`` that differs from the default ``value`` (and that the parser accepts)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return next(choice for choice in args if choice != value)
+    if hint is bool:
+        return not value
+    kind = args[0] if args else hint
+    if kind is int:
+        return 3 if value is None else value + 2  # odd stays odd (patch, se_size)
+    if kind is float:
+        return 0.25 if value is None else value / 2
+    return "cuda:1" if value == "auto" else "some-value"
+
+
+def _non_defaults(kind: type) -> dict[str, typing.Any]:
+    """Every option of config ``kind`` (model options included) at a value other than its default."""
+    out = {}
+    for cls, instance in ((kind, kind()), (ModelConfig, ModelConfig())):
+        if cls is ModelConfig and "model" not in {f.name for f in dataclasses.fields(kind)}:
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name != "model":
+                out[f.name] = _other(getattr(instance, f.name), hints[f.name])
+    assert sorted(out) == sorted(config.option_names(kind))
+    return out
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    parser = cli._parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+@pytest.mark.parametrize("command,kind,positional", STEPS)
+def test_every_option_is_declared_under_its_flag(command, kind, positional):
+    declared = {a.dest: a.option_strings for a in _subparser(command)._actions}
+    for name in config.option_names(kind):
+        assert declared[name] == [flags.flag(name)], name
+
+
+@pytest.mark.parametrize("command,kind,positional", STEPS)
+def test_every_option_round_trips_through_both_backends(command, kind, positional):
+    options = _non_defaults(kind)
+    in_process = config.from_options(kind, options)  # what the plugin's in-QGIS backend builds
+    argv = [command, *positional, *flags.arguments(options)]  # what its executable backend runs
+    through_cli = cli._config(kind, cli._parser().parse_args(argv))
+    assert through_cli == in_process
+    for name, value in options.items():
+        stored = getattr(in_process.model, name) if hasattr(in_process, "model") and name in \
+            config.option_names(ModelConfig) else getattr(in_process, name)
+        assert stored == value, name
+    # and the defaults give no flag at all, and the defaults back
+    defaults = {name: getattr(kind(), name, None) for name in config.option_names(kind)}
+    assert cli._config(kind, cli._parser().parse_args([command, *positional])) == kind()
+    assert not [a for a in flags.arguments({k: v for k, v in defaults.items() if isinstance(v, bool)})]
+
+
+def test_flags_of_the_exceptions():
+    assert flags.arguments({"learning_rate": 0.01, "auxiliary": False, "product_masks": True,
+                            "plot_path": "c.png", "json_path": "m.json", "epochs": None, "tta": True}) == \
+        ["--lr", "0.01", "--no-auxiliary", "--plot", "c.png", "--json", "m.json", "--tta"]

@@ -92,6 +92,9 @@ METHODS: dict[str, dict[str, Any] | None] = {
 # centred within one small neighbourhood.
 NETWORK_VERSION = 3
 BEFORE_NETWORK_2 = {"network": 1, "refiner": "dilation", "unlabelled": 0}
+# options measured and then removed from the package, with the value that is today's behaviour: a
+# saved run at that value is a run at today's settings, at another value a setting of its own
+RETIRED = {"spectral_augmentation": False}  # issue 16: no gain on the Berlin field-disjoint split
 AUX_HEAD = "spectral"  # the method predicted by a trained network's auxiliary head
 WINDOW_HEAD = "window_head"  # the method predicted by the cssd network's window head alone
 BOTH_HEADS = "both_heads"  # the method predicted by the mean of the cssd network's two heads
@@ -391,8 +394,10 @@ def _settings_of(config: TrainConfig) -> dict[str, Any]:
 
 def _complete(saved: dict[str, Any]) -> dict[str, Any]:
     """The full settings of a saved run: what it recorded; for an option it did not record,
-    the behaviour the code had before that option existed (BEFORE_NETWORK_2), else today's default."""
-    return {**_settings_of(TrainConfig()), **BEFORE_NETWORK_2, **saved}
+    the behaviour the code had before that option existed (BEFORE_NETWORK_2), else today's default;
+    a RETIRED option at today's behaviour is left out."""
+    full = {**_settings_of(TrainConfig()), **BEFORE_NETWORK_2, **saved}
+    return {k: v for k, v in full.items() if not (k in RETIRED and v == RETIRED[k])}
 
 
 def _key(run: dict[str, Any], seed: int, settings: dict[str, Any] | None) -> tuple[Any, ...]:

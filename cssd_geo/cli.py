@@ -69,9 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     _option(t, "self_training", action="store_true",
                    help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
                         "labels, read on the clean spectrum, from the augmented one")
-    _option(t, "spectral_augmentation", action="store_true",
-                   help="the labelled pixels' spectra are also scaled in brightness, given noise and lose a "
-                        "few bands at random in training (for maps of fields that gave no label)")
     _option(t, "seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     _option(t, "device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     _option(t, "overwrite", action="store_true", help="replace an existing model file")

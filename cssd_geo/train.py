@@ -332,8 +332,7 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     each one's centre spectrum as it is (the weak view) and teaches the window classifier on
     a strong view (a dihedral view whose spectra get noise, brightness changes and dropped
     bands, see :func:`_spectral_views`; ``band_std`` scales the noise), where it is
-    confident (:meth:`CSSD.teaching_loss`). With ``config.spectral_augmentation`` the labelled
-    windows' spectra get the strong view's spectral changes too. With ``config.self_training`` the centre-spectrum
+    confident (:meth:`CSSD.teaching_loss`). With ``config.self_training`` the centre-spectrum
     classifier also learns, on the strong view's centre spectrum, the class it gave the clean
     one where it was confident (pseudo-labels, class-balanced alike).
 
@@ -367,8 +366,7 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                 progress.check("training")
                 idx = order[start:start + config.batch_size]
                 pixels, where = torch.unique(_dihedral(data.windows[idx], generator), return_inverse=True)
-                raw = [_spectral_views(data.spectra[pixels], noise, generator) if config.spectral_augmentation
-                       else data.spectra[pixels]]
+                raw = [data.spectra[pixels]]
                 if unlabelled is not None:
                     pick = unlabelled.draw(config.unlabelled, generator)
                     strong, strong_where = torch.unique(_dihedral(unlabelled.windows[pick], generator),

@@ -141,3 +141,15 @@ def test_docs_results_tables_are_the_report_of_the_saved_runs(bench):
     assert bench.generated_doc(text, str(doc.parent)) == text
     outside = bench.REPORT_SECTION.sub("", text)
     assert "|---|" not in outside  # no table outside the generated sections
+
+
+def test_a_retired_option_at_todays_behaviour_is_todays_setting(bench):
+    """A run saved with an option since removed (RETIRED) counts as today's settings when the
+    option had the value that is today's behaviour, and as a setting of its own otherwise."""
+    today = bench._settings_of(bench.method_config("cssd", {}))
+    name, value = next(iter(bench.RETIRED.items()))
+    as_today = line("cssd", 0, 0.9, {**today, name: value})
+    other = line("cssd", 0, 0.9, {**today, name: not value})
+    assert bench._tag(as_today) == "" and bench._tag(other) == f"{name}={not value}"
+    assert bench._key(as_today, 0, as_today["train_config"]) == bench._key(as_today, 0, today)
+    assert bench._key(other, 0, other["train_config"]) != bench._key(other, 0, today)

@@ -181,24 +181,3 @@ def test_semi_supervised_training_reports_teaching_and_the_structuring_element(t
                                            self_training=self_training, model=ModelConfig(patch=3)))
         heads.append(model.aux.weight.detach().clone())
     assert not torch.equal(*heads)
-
-
-def test_spectral_augmentation_changes_training_and_is_stored(tmp_path):
-    """--spectral-augmentation: the labelled spectra get brightness, noise and dropped bands, so
-    the same seed trains another model (still deterministic), and the setting is stored."""
-    scene = open_scene(write_scene(tmp_path / "s.tif", make_cube(20, 24, 12)))
-    layout = class_layout(20, 24)
-    rows, cols = np.array([1, 3, 10, 12, 17, 18]), np.array([2, 20, 5, 15, 3, 22])
-    samples = Samples(rows, cols, layout[rows, cols] - 1)
-    classes = make_class_table([1, 2, 3], ["a", "b", "c"])
-    weights = []
-    for augment in (False, True, True):
-        config = TrainConfig(batch_size=4, epochs=2, device="cpu", unlabelled=0, spectral_augmentation=augment,
-                             model=ModelConfig(patch=3))
-        model, _ = train_model(scene, samples, classes, config)
-        weights.append(model.aux.weight.detach().clone())
-    assert not torch.equal(weights[0], weights[1]) and torch.equal(weights[1], weights[2])
-    from cssd_geo import cli
-
-    args = cli._parser().parse_args(["train", "s.tif", "--labels", "l.shp", "-o", "m.cssd", "--spectral-augmentation"])
-    assert cli._config(TrainConfig, args).spectral_augmentation is True

@@ -16,6 +16,8 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
@@ -30,6 +32,78 @@ from qgis.core import (
 from . import backend
 
 VECTOR_FORMATS = ["shp", "gpkg", "geojson"]  # what cssd-geo reads directly; other layers are exported
+
+# The training options beyond the main parameters, offered as advanced parameters:
+# (parameter, config field, kind, label, default). A kind is "text" or "file" (empty: the
+# default), "bool", "int", "float", or a tuple of choices. The defaults and choices are
+# cssd_geo's (TrainConfig, ModelConfig and their Literal types): the plugin cannot import
+# cssd_geo into QGIS, so tests/qgis checks this table against them.
+ADVANCED_TRAINING: tuple[tuple[str, str, Any, str, Any], ...] = (
+    ("BANDS", "bands", "text", "Bands to use: numbers and ranges (1-50,60) or nm ranges (400-1300); "
+     "empty: every band the file does not flag bad", None),
+    ("EXCLUDE_BANDS", "exclude_bands", "text", "Bands to leave out, the same way", None),
+    ("MASK", "mask", "file", "Mask: a raster (non-zero = leave out) or a vector layer of the areas to keep", None),
+    ("PRODUCT_MASKS", "product_masks", "bool", "Leave out the pixels the product's quality layers flag", True),
+    ("SAMPLING", "sampling", ("random", "grid"), "Labelled pixels: random, or window centres on a grid", "random"),
+    ("GRID_STRIDE", "grid_stride", "int", "Grid stride (grid sampling)", 5),
+    ("BATCH_SIZE", "batch_size", "int", "Batch size", 64),
+    ("LEARNING_RATE", "learning_rate", "float", "Adam learning rate", 0.001),
+    ("SCHEDULE", "schedule", ("cosine", "plateau"), "Learning rate: cosine decay, or halve when the loss stalls",
+     "cosine"),
+    ("UNLABELLED", "unlabelled", "int", "Unlabelled windows per step taught by the centre-spectrum classifier "
+     "(0: labelled pixels only)", 32),
+    ("TEACHER_THRESHOLD", "teacher_threshold", "float", "Confidence the centre-spectrum classifier needs to teach",
+     0.8),
+    ("SELF_TRAINING", "self_training", "bool", "The centre-spectrum classifier also learns its own confident labels",
+     False),
+    ("SE_SIZE", "se_size", "int", "Side of SpeFR's structuring element (odd)", 3),
+    ("REFINER_DEPTH", "refiner_depth", "int", "SpeFR depth (0: no SpeFR)", 2),
+    ("REFINER", "refiner", ("weighted", "dilation"), "SpeFR form", "weighted"),
+    ("POOLING", "pooling", ("sap", "mean"), "Pooling: spectral-aware, or the plain mean", "sap"),
+    ("AUXILIARY", "auxiliary", "bool", "Centre-spectrum classifier (off: a plain CNN)", True),
+    ("HEADS", "heads", ("window", "both"), "Map from the window classifier, or from both classifiers "
+     "(a patch of 0 chooses this too)", "window"),
+    ("TAU", "tau", "float", "Distillation temperature", 2.0),
+    ("EPS", "eps", "float", "Distillation weight (0-1)", 0.5),
+)
+
+
+def advanced_parameter(name: str, kind: Any, label: str, default: Any) -> QgsProcessingParameterDefinition:
+    """The QGIS parameter of one ADVANCED_TRAINING row, flagged advanced."""
+    if isinstance(kind, tuple):
+        param: QgsProcessingParameterDefinition = QgsProcessingParameterEnum(
+            name, label, options=list(kind), defaultValue=kind.index(default))
+    elif kind == "bool":
+        param = QgsProcessingParameterBoolean(name, label, defaultValue=default)
+    elif kind in ("int", "float"):
+        number = QgsProcessingParameterNumber.Integer if kind == "int" else QgsProcessingParameterNumber.Double
+        param = QgsProcessingParameterNumber(name, label, type=number, defaultValue=default)
+    elif kind == "file":
+        param = QgsProcessingParameterFile(name, label, optional=True)
+    else:
+        param = QgsProcessingParameterString(name, label, optional=True)
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
+
+
+def advanced_options(algorithm: QgsProcessingAlgorithm, parameters: dict[str, Any],
+                     context: QgsProcessingContext) -> dict[str, Any]:
+    """The config options of the ADVANCED_TRAINING parameters given (an empty text or file: the default)."""
+    options: dict[str, Any] = {}
+    for name, field, kind, _, _ in ADVANCED_TRAINING:
+        if isinstance(kind, tuple):
+            options[field] = kind[algorithm.parameterAsEnum(parameters, name, context)]
+        elif kind == "bool":
+            options[field] = algorithm.parameterAsBool(parameters, name, context)
+        elif kind == "int":
+            options[field] = algorithm.parameterAsInt(parameters, name, context)
+        elif kind == "float":
+            options[field] = algorithm.parameterAsDouble(parameters, name, context)
+        else:
+            text = (algorithm.parameterAsFile(parameters, name, context) if kind == "file"
+                    else algorithm.parameterAsString(parameters, name, context))
+            options[field] = text or None
+    return options
 
 
 def raster_path(layer: QgsRasterLayer | None, what: str) -> str:
@@ -85,6 +159,8 @@ class TrainAlgorithm(_Algorithm):
                                                        defaultValue="auto"))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Model file",
                                                                 fileFilter="CSSD model (*.cssd)"))
+        for name, _, kind, label, default in ADVANCED_TRAINING:
+            self.addParameter(advanced_parameter(name, kind, label, default))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
@@ -97,7 +173,8 @@ class TrainAlgorithm(_Algorithm):
                    "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
                    "seed": self.parameterAsInt(parameters, "SEED", context),
                    "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",
-                   "overwrite": True}  # QGIS's file dialog has already asked
+                   "overwrite": True,  # QGIS's file dialog has already asked
+                   **advanced_options(self, parameters, context)}
         patch = self.parameterAsInt(parameters, "PATCH", context)
         options.update({"auto_patch": True} if patch == 0 else {"patch": patch})
         backend.run("train", {"scene": scene, "labels": labels, "output": output}, options, feedback)
@@ -174,7 +251,7 @@ class EvaluateAlgorithm(_Algorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Compares a classification map with reference labels (polygons or points): overall and "
                 "average accuracy, kappa, per-class accuracy and the confusion matrix, in the log and as "
-                "a JSON file.")
+                "a JSON file. Give the model file to leave out the pixels it was trained on.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Classification map"))
@@ -182,6 +259,9 @@ class EvaluateAlgorithm(_Algorithm):
             "LABELS", "Reference labels", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
         self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS",
                                                       optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model file whose training pixels are left out (recommended: otherwise the accuracy "
+            "counts the pixels the model learnt)", extension="cssd", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Metrics (JSON)",
                                                                 fileFilter="JSON (*.json)"))
         for name, title in (("OVERALL_ACCURACY", "Overall accuracy"), ("AVERAGE_ACCURACY", "Average accuracy"),
@@ -195,6 +275,7 @@ class EvaluateAlgorithm(_Algorithm):
                                                            "gpkg", feedback)
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
+                   "exclude_training": self.parameterAsFile(parameters, "MODEL", context) or None,
                    "json_path": output}
         table = backend.run("evaluate", {"map": path, "labels": labels}, options, feedback)
         for line in table.splitlines():

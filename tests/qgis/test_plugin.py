@@ -37,7 +37,29 @@ def test_provider_lists_the_algorithms(qgis_app):
     assert sorted(a.id() for a in provider.algorithms()) == ["cssd:evaluate", "cssd:predict", "cssd:train"]
     train = QgsApplication.processingRegistry().algorithmById("cssd:train")
     names = [p.name() for p in train.parameterDefinitions()]
-    assert names == ["INPUT", "LABELS", "CLASS_FIELD", "SHOTS", "EPOCHS", "PATCH", "SEED", "DEVICE", "OUTPUT"]
+    main = ["INPUT", "LABELS", "CLASS_FIELD", "SHOTS", "EPOCHS", "PATCH", "SEED", "DEVICE", "OUTPUT"]
+    assert names[:len(main)] == main
+    advanced = [p for p in train.parameterDefinitions() if p.flags() & p.FlagAdvanced]
+    assert [p.name() for p in advanced] == names[len(main):] and advanced
+
+
+def test_every_training_option_has_a_parameter_with_cssd_geos_default():
+    """ADVANCED_TRAINING (the plugin cannot import cssd_geo into QGIS) against TrainConfig and
+    ModelConfig: the defaults, the choices of every choice option, and no option left out."""
+    import typing
+
+    from cssd_geo.config import TrainConfig, option_names
+    from qgis_plugin.algorithms import ADVANCED_TRAINING
+
+    config = TrainConfig()
+    hints = {**typing.get_type_hints(TrainConfig), **typing.get_type_hints(type(config.model))}
+    for _, field, kind, _, default in ADVANCED_TRAINING:
+        expected = getattr(config.model, field) if hasattr(config.model, field) else getattr(config, field)
+        assert default == expected, field
+        if isinstance(kind, tuple):
+            assert set(kind) == set(typing.get_args(hints[field])), field
+    main = {"class_field", "shots", "epochs", "patch", "auto_patch", "seed", "device", "overwrite"}
+    assert sorted(main | {row[1] for row in ADVANCED_TRAINING}) == sorted(option_names(TrainConfig))
 
 
 def test_train_writes_a_model_with_the_layer_classes(trained_model):
@@ -56,9 +78,14 @@ def test_train_through_the_executable(qgis_app, tmp_path, backend_env):
     backend_env("executable")
     out = tmp_path / "cli.cssd"
     processing.run("cssd:train", {"INPUT": str(SCENE), "LABELS": str(FIELDS), "CLASS_FIELD": "class_id",
-                                  "SHOTS": 2, "EPOCHS": 1, "PATCH": 5, "SEED": 1, "DEVICE": "cpu", "OUTPUT": str(out)})
+                                  "SHOTS": 2, "EPOCHS": 1, "PATCH": 5, "SEED": 1, "DEVICE": "cpu", "OUTPUT": str(out),
+                                  # advanced: renamed (--lr) and negated (--no-auxiliary) flags, a choice, a number
+                                  "LEARNING_RATE": 0.002, "AUXILIARY": False, "HEADS": 1, "UNLABELLED": 4})
     model = cssd_geo.load_model(out)
     assert model.patch == 5 and model.metadata["train_config"]["shots"] == 2
+    stored = model.metadata["train_config"]
+    assert (stored["learning_rate"], stored["unlabelled"]) == (0.002, 4)
+    assert (stored["model"]["auxiliary"], stored["model"]["heads"]) == (False, "both")
 
 
 def test_train_with_patch_0_chooses_it_from_the_labels(qgis_app, tmp_path, backend_env):
@@ -130,6 +157,21 @@ def test_evaluate_writes_metrics(trained_model, tmp_path):
     assert 0.0 < metrics["overall_accuracy"] <= 1.0
     assert result["OVERALL_ACCURACY"] == pytest.approx(metrics["overall_accuracy"])
     assert result["KAPPA"] == pytest.approx(metrics["kappa"])
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_evaluate_with_the_model_leaves_out_its_training_pixels(trained_model, tmp_path, backend, backend_env):
+    import processing
+
+    import cssd_geo
+
+    backend_env(backend)
+    _predict(trained_model, tmp_path / "map.tif")
+    out = tmp_path / "metrics.json"
+    processing.run("cssd:evaluate", {"INPUT": str(tmp_path / "map.tif"), "LABELS": str(FIELDS),
+                                     "CLASS_FIELD": "class_id", "MODEL": str(trained_model), "OUTPUT": str(out)})
+    trained = len(cssd_geo.load_model(trained_model).metadata["training_pixels"]["rows"])
+    assert json.loads(out.read_text())["pixels"] == 10249 - trained > 0
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])

@@ -30,43 +30,9 @@ from qgis.core import (
 )
 
 from . import backend
+from . import parameters as params
 
 VECTOR_FORMATS = ["shp", "gpkg", "geojson"]  # what cssd-geo reads directly; other layers are exported
-
-# The training options beyond the main parameters, offered as advanced parameters:
-# (parameter, config field, kind, label, default). A kind is "text" or "file" (empty: the
-# default), "bool", "int", "float", or a tuple of choices. The defaults and choices are
-# cssd_geo's (TrainConfig, ModelConfig and their Literal types): the plugin cannot import
-# cssd_geo into QGIS, so tests/qgis checks this table against them.
-ADVANCED_TRAINING: tuple[tuple[str, str, Any, str, Any], ...] = (
-    ("BANDS", "bands", "text", "Bands to use: numbers and ranges (1-50,60) or nm ranges (400-1300); "
-     "empty: every band the file does not flag bad", None),
-    ("EXCLUDE_BANDS", "exclude_bands", "text", "Bands to leave out, the same way", None),
-    ("MASK", "mask", "file", "Mask: a raster (non-zero = leave out) or a vector layer of the areas to keep", None),
-    ("PRODUCT_MASKS", "product_masks", "bool", "Leave out the pixels the product's quality layers flag", True),
-    ("SAMPLING", "sampling", ("random", "grid"), "Labelled pixels: random, or window centres on a grid", "random"),
-    ("GRID_STRIDE", "grid_stride", "int", "Grid stride (grid sampling)", 5),
-    ("BATCH_SIZE", "batch_size", "int", "Batch size", 64),
-    ("LEARNING_RATE", "learning_rate", "float", "Adam learning rate", 0.001),
-    ("SCHEDULE", "schedule", ("cosine", "plateau"), "Learning rate: cosine decay, or halve when the loss stalls",
-     "cosine"),
-    ("UNLABELLED", "unlabelled", "int", "Unlabelled windows per step taught by the centre-spectrum classifier "
-     "(0: labelled pixels only)", 32),
-    ("TEACHER_THRESHOLD", "teacher_threshold", "float", "Confidence the centre-spectrum classifier needs to teach",
-     0.8),
-    ("SELF_TRAINING", "self_training", "bool", "The centre-spectrum classifier also learns its own confident labels",
-     False),
-    ("SE_SIZE", "se_size", "int", "Side of SpeFR's structuring element (odd)", 3),
-    ("REFINER_DEPTH", "refiner_depth", "int", "SpeFR depth (0: no SpeFR)", 2),
-    ("REFINER", "refiner", ("weighted", "dilation"), "SpeFR form", "weighted"),
-    ("POOLING", "pooling", ("sap", "mean"), "Pooling: spectral-aware, or the plain mean", "sap"),
-    ("AUXILIARY", "auxiliary", "bool", "Centre-spectrum classifier (off: a plain CNN)", True),
-    ("HEADS", "heads", ("window", "both"), "Map from the window classifier, or from both classifiers "
-     "(a patch of 0 chooses this too)", "window"),
-    ("TAU", "tau", "float", "Distillation temperature", 2.0),
-    ("EPS", "eps", "float", "Distillation weight (0-1)", 0.5),
-)
-
 
 def advanced_parameter(name: str, kind: Any, label: str, default: Any) -> QgsProcessingParameterDefinition:
     """The QGIS parameter of one ADVANCED_TRAINING row, flagged advanced."""
@@ -88,9 +54,10 @@ def advanced_parameter(name: str, kind: Any, label: str, default: Any) -> QgsPro
 
 def advanced_options(algorithm: QgsProcessingAlgorithm, parameters: dict[str, Any],
                      context: QgsProcessingContext) -> dict[str, Any]:
-    """The config options of the ADVANCED_TRAINING parameters given (an empty text or file: the default)."""
+    """The config options of the ADVANCED_TRAINING parameters (parameters.py) given; an empty text or
+    file gives the default."""
     options: dict[str, Any] = {}
-    for name, field, kind, _, _ in ADVANCED_TRAINING:
+    for name, field, kind, _, _ in params.ADVANCED_TRAINING:
         if isinstance(kind, tuple):
             options[field] = kind[algorithm.parameterAsEnum(parameters, name, context)]
         elif kind == "bool":
@@ -142,43 +109,44 @@ class TrainAlgorithm(_Algorithm):
                 "integers or names; left empty, it is guessed. Writes a .cssd model file.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Hyperspectral raster"))
         self.addParameter(QgsProcessingParameterVectorLayer(
-            "LABELS", "Labelled fields", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
-        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS",
+            params.LABELS, "Labelled fields", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(params.CLASS_FIELD, "Class field",
+                                                      parentLayerParameterName=params.LABELS,
                                                       optional=True))
-        self.addParameter(QgsProcessingParameterNumber("SHOTS", "Labelled pixels per class", defaultValue=16,
+        self.addParameter(QgsProcessingParameterNumber(params.SHOTS, "Labelled pixels per class", defaultValue=16,
                                                        minValue=1))
-        self.addParameter(QgsProcessingParameterNumber("EPOCHS", "Epochs (0: 50, more when there are few samples)",
+        self.addParameter(QgsProcessingParameterNumber(params.EPOCHS, "Epochs (0: 50, more when there are few samples)",
                                                        defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            "PATCH", "Pooled window side (odd; 0: chosen by leave-fields-out cross-validation on the labels, "
+            params.PATCH, "Pooled window side (odd; 0: chosen by leave-fields-out cross-validation on the labels, "
             "which also estimates the accuracy on unlabelled fields)", defaultValue=11, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
+        self.addParameter(QgsProcessingParameterNumber(params.SEED, "Random seed", defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(params.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Model file",
+        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT, "Model file",
                                                                 fileFilter="CSSD model (*.cssd)"))
-        for name, _, kind, label, default in ADVANCED_TRAINING:
+        for name, _, kind, label, default in params.ADVANCED_TRAINING:
             self.addParameter(advanced_parameter(name, kind, label, default))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        scene = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Hyperspectral raster")
-        labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, VECTOR_FORMATS,
+        scene = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Hyperspectral raster")
+        labels = self.parameterAsCompatibleSourceLayerPath(parameters, params.LABELS, context, VECTOR_FORMATS,
                                                            "gpkg", feedback)
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
-                   "shots": self.parameterAsInt(parameters, "SHOTS", context),
-                   "epochs": self.parameterAsInt(parameters, "EPOCHS", context) or None,
-                   "seed": self.parameterAsInt(parameters, "SEED", context),
-                   "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",
+        output = self.parameterAsFileOutput(parameters, params.OUTPUT, context)
+        options = {"class_field": self.parameterAsString(parameters, params.CLASS_FIELD, context) or None,
+                   "shots": self.parameterAsInt(parameters, params.SHOTS, context),
+                   "epochs": self.parameterAsInt(parameters, params.EPOCHS, context) or None,
+                   "seed": self.parameterAsInt(parameters, params.SEED, context),
+                   "device": self.parameterAsString(parameters, params.DEVICE, context) or "auto",
                    "overwrite": True,  # QGIS's file dialog has already asked
                    **advanced_options(self, parameters, context)}
-        patch = self.parameterAsInt(parameters, "PATCH", context)
+        patch = self.parameterAsInt(parameters, params.PATCH, context)
         options.update({"auto_patch": True} if patch == 0 else {"patch": patch})
         backend.run("train", {"scene": scene, "labels": labels, "output": output}, options, feedback)
-        return {"OUTPUT": output}
+        return {params.OUTPUT: output}
 
 
 class _LoadStyle(QgsProcessingLayerPostProcessorInterface):
@@ -211,32 +179,32 @@ class PredictAlgorithm(_Algorithm):
                 "names. Optionally writes per-class probabilities beside it (NAME_probabilities.tif).")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile("MODEL", "Model file", extension="cssd"))
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Hyperspectral raster"))
-        self.addParameter(QgsProcessingParameterNumber("CHUNK", "Chunk side in pixels (0: from memory)",
+        self.addParameter(QgsProcessingParameterFile(params.MODEL, "Model file", extension="cssd"))
+        self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Hyperspectral raster"))
+        self.addParameter(QgsProcessingParameterNumber(params.CHUNK, "Chunk side in pixels (0: from memory)",
                                                        defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterString("DEVICE", "Device (auto, cpu, cuda, cuda:N)",
+        self.addParameter(QgsProcessingParameterString(params.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
-        self.addParameter(QgsProcessingParameterBoolean("PROBABILITIES", "Also write class probabilities",
+        self.addParameter(QgsProcessingParameterBoolean(params.PROBABILITIES, "Also write class probabilities",
                                                         defaultValue=False, optional=True))
-        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classification map"))
+        self.addParameter(QgsProcessingParameterRasterDestination(params.OUTPUT, "Classification map"))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        model = self.parameterAsFile(parameters, "MODEL", context)
-        scene = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Hyperspectral raster")
-        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        model = self.parameterAsFile(parameters, params.MODEL, context)
+        scene = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Hyperspectral raster")
+        output = self.parameterAsOutputLayer(parameters, params.OUTPUT, context)
         if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
             raise QgsProcessingException(f"{output}: the classification map is written as GeoTIFF; "
                                          "give a name ending in .tif")
-        options = {"chunk": self.parameterAsInt(parameters, "CHUNK", context) or None,
-                   "device": self.parameterAsString(parameters, "DEVICE", context) or "auto",
-                   "probabilities": self.parameterAsBool(parameters, "PROBABILITIES", context),
+        options = {"chunk": self.parameterAsInt(parameters, params.CHUNK, context) or None,
+                   "device": self.parameterAsString(parameters, params.DEVICE, context) or "auto",
+                   "probabilities": self.parameterAsBool(parameters, params.PROBABILITIES, context),
                    "overwrite": True}
         backend.run("predict", {"model": model, "scene": scene, "output": output}, options, feedback)
         if context.willLoadLayerOnCompletion(output):
             context.layerToLoadOnCompletionDetails(output).setPostProcessor(_LOAD_STYLE)
-        return {"OUTPUT": output}
+        return {params.OUTPUT: output}
 
 
 class EvaluateAlgorithm(_Algorithm):
@@ -254,33 +222,35 @@ class EvaluateAlgorithm(_Algorithm):
                 "a JSON file. Give the model file to leave out the pixels it was trained on.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Classification map"))
+        self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Classification map"))
         self.addParameter(QgsProcessingParameterVectorLayer(
-            "LABELS", "Reference labels", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
-        self.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS",
+            params.LABELS, "Reference labels", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(params.CLASS_FIELD, "Class field",
+                                                      parentLayerParameterName=params.LABELS,
                                                       optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model file whose training pixels are left out (recommended: otherwise the accuracy "
+            params.MODEL, "Model file whose training pixels are left out (recommended: otherwise the accuracy "
             "counts the pixels the model learnt)", extension="cssd", optional=True))
-        self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Metrics (JSON)",
+        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT, "Metrics (JSON)",
                                                                 fileFilter="JSON (*.json)"))
-        for name, title in (("OVERALL_ACCURACY", "Overall accuracy"), ("AVERAGE_ACCURACY", "Average accuracy"),
-                            ("KAPPA", "Kappa")):
+        for name, title in ((params.OVERALL_ACCURACY, "Overall accuracy"),
+                            (params.AVERAGE_ACCURACY, "Average accuracy"),
+                            (params.KAPPA, "Kappa")):
             self.addOutput(QgsProcessingOutputNumber(name, title))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        path = raster_path(self.parameterAsRasterLayer(parameters, "INPUT", context), "Classification map")
-        labels = self.parameterAsCompatibleSourceLayerPath(parameters, "LABELS", context, VECTOR_FORMATS,
+        path = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Classification map")
+        labels = self.parameterAsCompatibleSourceLayerPath(parameters, params.LABELS, context, VECTOR_FORMATS,
                                                            "gpkg", feedback)
-        output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        options = {"class_field": self.parameterAsString(parameters, "CLASS_FIELD", context) or None,
-                   "exclude_training": self.parameterAsFile(parameters, "MODEL", context) or None,
+        output = self.parameterAsFileOutput(parameters, params.OUTPUT, context)
+        options = {"class_field": self.parameterAsString(parameters, params.CLASS_FIELD, context) or None,
+                   "exclude_training": self.parameterAsFile(parameters, params.MODEL, context) or None,
                    "json_path": output}
         table = backend.run("evaluate", {"map": path, "labels": labels}, options, feedback)
         for line in table.splitlines():
             feedback.pushInfo(line)
         with open(output, encoding="utf-8") as f:
             metrics = json.load(f)
-        return {"OUTPUT": output, "OVERALL_ACCURACY": metrics["overall_accuracy"],
-                "AVERAGE_ACCURACY": metrics["average_accuracy"], "KAPPA": metrics["kappa"]}
+        return {params.OUTPUT: output, params.OVERALL_ACCURACY: metrics["overall_accuracy"],
+                params.AVERAGE_ACCURACY: metrics["average_accuracy"], params.KAPPA: metrics["kappa"]}

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from qgis_helpers import FIELDS, QGIS_PLUGINS, ROOT, SCENE, cli_executable, headless_env
 
+from qgis_plugin import parameters as params
+
 
 @pytest.fixture(scope="session")
 def qgis_app(tmp_path_factory):
@@ -39,8 +41,9 @@ def trained_model(qgis_app, tmp_path_factory) -> Path:
     import processing
 
     out = tmp_path_factory.mktemp("model") / "model.cssd"
-    processing.run("cssd:train", {"INPUT": str(SCENE), "LABELS": str(FIELDS), "CLASS_FIELD": "class_id",
-                                  "SHOTS": 3, "EPOCHS": 2, "SEED": 0, "DEVICE": "cpu", "OUTPUT": str(out)})
+    processing.run("cssd:train", {params.INPUT: str(SCENE), params.LABELS: str(FIELDS), params.CLASS_FIELD: "class_id",
+                                  params.SHOTS: 3, params.EPOCHS: 2, params.SEED: 0, params.DEVICE: "cpu",
+                                  params.OUTPUT: str(out)})
     return out
 
 

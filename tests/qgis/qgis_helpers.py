@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENE = ROOT / "examples" / "indian_pines" / "indian_pines.tif"
 FIELDS = ROOT / "examples" / "indian_pines" / "fields.shp"
 QGIS_PLUGINS = "/usr/share/qgis/python/plugins"  # Processing's Python side
+if str(ROOT) not in sys.path:  # the plugin's parameter names (qgis_plugin.parameters)
+    sys.path.append(str(ROOT))
 
 
 def headless_env(config_dir: str) -> dict:

@@ -19,14 +19,17 @@ pytest.importorskip("qgis.core", reason="QGIS's Python bindings are not importab
 
 from qgis_helpers import FIELDS, ROOT, SCENE, cli_executable, headless_env  # noqa: E402
 
+from qgis_plugin import parameters as params  # noqa: E402
+
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's qgis_process wrapper passes an option 3.22 rejects
 
 
 def _predict(model, out, **extra):
     import processing
 
-    params = {"MODEL": str(model), "INPUT": str(SCENE), "CHUNK": 64, "DEVICE": "cpu", "OUTPUT": str(out)}
-    return processing.run("cssd:predict", {**params, **extra})
+    values = {params.MODEL: str(model), params.INPUT: str(SCENE), params.CHUNK: 64, params.DEVICE: "cpu",
+              params.OUTPUT: str(out)}
+    return processing.run("cssd:predict", {**values, **extra})
 
 
 def test_provider_lists_the_algorithms(qgis_app):
@@ -37,7 +40,8 @@ def test_provider_lists_the_algorithms(qgis_app):
     assert sorted(a.id() for a in provider.algorithms()) == ["cssd:evaluate", "cssd:predict", "cssd:train"]
     train = QgsApplication.processingRegistry().algorithmById("cssd:train")
     names = [p.name() for p in train.parameterDefinitions()]
-    main = ["INPUT", "LABELS", "CLASS_FIELD", "SHOTS", "EPOCHS", "PATCH", "SEED", "DEVICE", "OUTPUT"]
+    main = [params.INPUT, params.LABELS, params.CLASS_FIELD, params.SHOTS, params.EPOCHS, params.PATCH, params.SEED,
+            params.DEVICE, params.OUTPUT]
     assert names[:len(main)] == main
     advanced = [p for p in train.parameterDefinitions() if p.flags() & p.FlagAdvanced]
     assert [p.name() for p in advanced] == names[len(main):] and advanced
@@ -49,17 +53,16 @@ def test_every_training_option_has_a_parameter_with_cssd_geos_default():
     import typing
 
     from cssd_geo.config import TrainConfig, option_names
-    from qgis_plugin.algorithms import ADVANCED_TRAINING
 
     config = TrainConfig()
     hints = {**typing.get_type_hints(TrainConfig), **typing.get_type_hints(type(config.model))}
-    for _, field, kind, _, default in ADVANCED_TRAINING:
+    for _, field, kind, _, default in params.ADVANCED_TRAINING:
         expected = getattr(config.model, field) if hasattr(config.model, field) else getattr(config, field)
         assert default == expected, field
         if isinstance(kind, tuple):
             assert set(kind) == set(typing.get_args(hints[field])), field
     main = {"class_field", "shots", "epochs", "patch", "auto_patch", "seed", "device", "overwrite"}
-    assert sorted(main | {row[1] for row in ADVANCED_TRAINING}) == sorted(option_names(TrainConfig))
+    assert sorted(main | {row[1] for row in params.ADVANCED_TRAINING}) == sorted(option_names(TrainConfig))
 
 
 def test_train_writes_a_model_with_the_layer_classes(trained_model):
@@ -77,10 +80,12 @@ def test_train_through_the_executable(qgis_app, tmp_path, backend_env):
 
     backend_env("executable")
     out = tmp_path / "cli.cssd"
-    processing.run("cssd:train", {"INPUT": str(SCENE), "LABELS": str(FIELDS), "CLASS_FIELD": "class_id",
-                                  "SHOTS": 2, "EPOCHS": 1, "PATCH": 5, "SEED": 1, "DEVICE": "cpu", "OUTPUT": str(out),
+    processing.run("cssd:train", {params.INPUT: str(SCENE), params.LABELS: str(FIELDS), params.CLASS_FIELD: "class_id",
+                                  params.SHOTS: 2, params.EPOCHS: 1, params.PATCH: 5, params.SEED: 1,
+                                  params.DEVICE: "cpu", params.OUTPUT: str(out),
                                   # advanced: renamed (--lr) and negated (--no-auxiliary) flags, a choice, a number
-                                  "LEARNING_RATE": 0.002, "AUXILIARY": False, "HEADS": 1, "UNLABELLED": 4})
+                                  params.advanced("learning_rate"): 0.002, params.advanced("auxiliary"): False,
+                                  params.advanced("heads"): 1, params.advanced("unlabelled"): 4})
     model = cssd_geo.load_model(out)
     assert model.patch == 5 and model.metadata["train_config"]["shots"] == 2
     stored = model.metadata["train_config"]
@@ -104,8 +109,9 @@ def test_train_with_patch_0_chooses_it_from_the_labels(qgis_app, tmp_path, backe
 
     backend_env("executable")
     out, log = tmp_path / "auto.cssd", Log()
-    processing.run("cssd:train", {"INPUT": str(SCENE), "LABELS": str(FIELDS), "CLASS_FIELD": "class_id",
-                                  "SHOTS": 2, "EPOCHS": 1, "PATCH": 0, "SEED": 1, "DEVICE": "cpu", "OUTPUT": str(out)},
+    processing.run("cssd:train", {params.INPUT: str(SCENE), params.LABELS: str(FIELDS), params.CLASS_FIELD: "class_id",
+                                  params.SHOTS: 2, params.EPOCHS: 1, params.PATCH: 0, params.SEED: 1,
+                                  params.DEVICE: "cpu", params.OUTPUT: str(out)},
                    feedback=log)
     model = cssd_geo.load_model(out)
     estimate = model.metadata["field_estimate"]
@@ -121,7 +127,7 @@ def test_predict_writes_a_styled_map(trained_model, tmp_path, backend, backend_e
     backend_env(backend)
     out = tmp_path / f"map_{backend}.tif"
     result = _predict(trained_model, out)
-    assert result["OUTPUT"] == str(out)
+    assert result[params.OUTPUT] == str(out)
     with rasterio.open(out) as ds, rasterio.open(SCENE) as scene:
         assert ds.crs == scene.crs and ds.transform == scene.transform
         assert (ds.width, ds.height) == (scene.width, scene.height)
@@ -150,13 +156,13 @@ def test_evaluate_writes_metrics(trained_model, tmp_path):
 
     _predict(trained_model, tmp_path / "map.tif")
     out = tmp_path / "metrics.json"
-    result = processing.run("cssd:evaluate", {"INPUT": str(tmp_path / "map.tif"), "LABELS": str(FIELDS),
-                                              "CLASS_FIELD": "class_id", "OUTPUT": str(out)})
+    result = processing.run("cssd:evaluate", {params.INPUT: str(tmp_path / "map.tif"), params.LABELS: str(FIELDS),
+                                              params.CLASS_FIELD: "class_id", params.OUTPUT: str(out)})
     metrics = json.loads(out.read_text())
     assert metrics["pixels"] == 10249
     assert 0.0 < metrics["overall_accuracy"] <= 1.0
-    assert result["OVERALL_ACCURACY"] == pytest.approx(metrics["overall_accuracy"])
-    assert result["KAPPA"] == pytest.approx(metrics["kappa"])
+    assert result[params.OVERALL_ACCURACY] == pytest.approx(metrics["overall_accuracy"])
+    assert result[params.KAPPA] == pytest.approx(metrics["kappa"])
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])
@@ -168,8 +174,9 @@ def test_evaluate_with_the_model_leaves_out_its_training_pixels(trained_model, t
     backend_env(backend)
     _predict(trained_model, tmp_path / "map.tif")
     out = tmp_path / "metrics.json"
-    processing.run("cssd:evaluate", {"INPUT": str(tmp_path / "map.tif"), "LABELS": str(FIELDS),
-                                     "CLASS_FIELD": "class_id", "MODEL": str(trained_model), "OUTPUT": str(out)})
+    processing.run("cssd:evaluate", {params.INPUT: str(tmp_path / "map.tif"), params.LABELS: str(FIELDS),
+                                     params.CLASS_FIELD: "class_id", params.MODEL: str(trained_model),
+                                     params.OUTPUT: str(out)})
     trained = len(cssd_geo.load_model(trained_model).metadata["training_pixels"]["rows"])
     assert json.loads(out.read_text())["pixels"] == 10249 - trained > 0
 
@@ -190,9 +197,10 @@ def test_cancel_stops_predict_and_leaves_no_output(trained_model, tmp_path, back
 
     feedback.progressChanged.connect(cancel_after_first_chunk)
     out = tmp_path / "cancelled.tif"
-    params = {"MODEL": str(trained_model), "INPUT": str(SCENE), "CHUNK": 16, "DEVICE": "cpu", "OUTPUT": str(out)}
+    values = {params.MODEL: str(trained_model), params.INPUT: str(SCENE), params.CHUNK: 16, params.DEVICE: "cpu",
+              params.OUTPUT: str(out)}
     with pytest.raises(QgsProcessingException, match="cancelled"):
-        processing.run("cssd:predict", params, feedback=feedback)
+        processing.run("cssd:predict", values, feedback=feedback)
     assert max(steps) < 100  # stopped before the end
     assert sorted(os.listdir(tmp_path)) == []  # neither the map nor a partial file
 
@@ -249,12 +257,13 @@ def test_qgis_process_runs_predict(trained_model, tmp_path):
     print("\n".join(line for line in listed.stdout.splitlines() if "cssd" in line.lower()))
     assert "cssd:predict" in listed.stdout and "cssd:train" in listed.stdout
     out = tmp_path / "batch.tif"
-    run = _qgis_process(["--json", "run", "cssd:predict", "--", f"MODEL={trained_model}", f"INPUT={SCENE}",
-                         "CHUNK=64", "DEVICE=cpu", f"OUTPUT={out}"], tmp_path / "profile", ROOT,
+    run = _qgis_process(["--json", "run", "cssd:predict", "--", f"{params.MODEL}={trained_model}",
+                         f"{params.INPUT}={SCENE}", f"{params.CHUNK}=64", f"{params.DEVICE}=cpu",
+                         f"{params.OUTPUT}={out}"], tmp_path / "profile", ROOT,
                         CSSD_GEO_EXECUTABLE=cli_executable())
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     report = json.loads(run.stdout[run.stdout.index("{"):])
-    assert report["results"]["OUTPUT"] == str(out)
+    assert report["results"][params.OUTPUT] == str(out)
     assert "--json-progress predict" in json.dumps(report["log"])  # ran through the executable
     with rasterio.open(out) as ds:
         assert ds.crs is not None and ds.width == 145 and ds.colormap(1)
@@ -276,8 +285,9 @@ def test_plugin_zip_installs_into_a_clean_profile(trained_model, tmp_path):
     assert "cssd:train" in listed.stdout and "cssd:evaluate" in listed.stdout, listed.stdout[-2000:]
     # the installed copy writes the executable's command line with the zip's flag table
     out = tmp_path / "installed.tif"
-    run = _qgis_process(["--json", "run", "cssd:predict", "--", f"MODEL={trained_model}", f"INPUT={SCENE}",
-                         "CHUNK=64", "DEVICE=cpu", "PROBABILITIES=true", f"OUTPUT={out}"], tmp_path / "profile",
+    run = _qgis_process(["--json", "run", "cssd:predict", "--", f"{params.MODEL}={trained_model}",
+                         f"{params.INPUT}={SCENE}", f"{params.CHUNK}=64", f"{params.DEVICE}=cpu",
+                         f"{params.PROBABILITIES}=true", f"{params.OUTPUT}={out}"], tmp_path / "profile",
                         CSSD_GEO_EXECUTABLE=cli_executable())
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "--probabilities" in json.dumps(json.loads(run.stdout[run.stdout.index("{"):])["log"])
@@ -311,5 +321,5 @@ def test_errors_reach_qgis_as_the_cli_says_them(qgis_app, tmp_path, backend, bac
     fake.write_text("not a model")
     out = tmp_path / "map.tif"
     with pytest.raises(QgsProcessingException, match=r"fake.cssd: not a cssd-geo model file"):
-        processing.run("cssd:predict", {"MODEL": str(fake), "INPUT": str(SCENE), "OUTPUT": str(out)})
+        processing.run("cssd:predict", {params.MODEL: str(fake), params.INPUT: str(SCENE), params.OUTPUT: str(out)})
     assert not out.exists()

@@ -42,57 +42,57 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
     _option(t, "class_field", help="attribute holding the class (integer or text); guessed if omitted")
     _option(t, "bands", metavar="LIST",
-                   help="bands to use: numbers and ranges (1-50,60) or wavelength ranges in nm (400-1300); "
-                        "default: every band with data that the file does not flag bad")
+            help="bands to use: numbers and ranges (1-50,60) or wavelength ranges in nm (400-1300); "
+                 "default: every band with data that the file does not flag bad")
     _option(t, "exclude_bands", metavar="LIST",
-                   help="bands to leave out, the same way (e.g. 1340-1460,1790-1960)")
+            help="bands to leave out, the same way (e.g. 1340-1460,1790-1960)")
     _pixel_options(t)
     _option(t, "shots", type=int, default=defaults_t.shots,
-                   help="labelled pixels per class (default %(default)s)")
+            help="labelled pixels per class (default %(default)s)")
     _option(t, "sampling", choices=SAMPLINGS, default=defaults_t.sampling,
-                   help="random pixels, or window centres on a stride grid (default %(default)s)")
+            help="random pixels, or window centres on a stride grid (default %(default)s)")
     _option(t, "grid_stride", type=int, default=defaults_t.grid_stride,
-                   help="stride of --sampling grid (default %(default)s)")
+            help="stride of --sampling grid (default %(default)s)")
     _option(t, "epochs", type=int, default=defaults_t.epochs,
-                   help="(default: 50, more when there are few samples: at least 150 optimiser steps)")
+            help="(default: 50, more when there are few samples: at least 150 optimiser steps)")
     _option(t, "batch_size", type=int, default=defaults_t.batch_size, help="(default %(default)s)")
     _option(t, "learning_rate", type=float, default=defaults_t.learning_rate,
-                   help="Adam learning rate (default %(default)s)")
+            help="Adam learning rate (default %(default)s)")
     _option(t, "schedule", choices=SCHEDULES, default=defaults_t.schedule,
-                   help="learning rate: cosine decay to 0, or halve when the loss stalls (default %(default)s)")
+            help="learning rate: cosine decay to 0, or halve when the loss stalls (default %(default)s)")
     _option(t, "unlabelled", type=int, default=defaults_t.unlabelled, metavar="N",
-                   help="unlabelled windows per training step on which the centre-spectrum classifier teaches "
-                        "the window classifier; 0: labelled pixels only (default %(default)s)")
+            help="unlabelled windows per training step on which the centre-spectrum classifier teaches "
+                 "the window classifier; 0: labelled pixels only (default %(default)s)")
     _option(t, "teacher_threshold", type=float, default=defaults_t.teacher_threshold, metavar="P",
-                   help="confidence the centre-spectrum classifier needs on an unlabelled window (default "
-                        "%(default)s)")
+            help="confidence the centre-spectrum classifier needs on an unlabelled window (default "
+                 "%(default)s)")
     _option(t, "self_training", action="store_true",
-                   help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
-                        "labels, read on the clean spectrum, from the augmented one")
+            help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
+                 "labels, read on the clean spectrum, from the augmented one")
     _option(t, "seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     _option(t, "device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     _option(t, "overwrite", action="store_true", help="replace an existing model file")
     t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
     m = t.add_argument_group("model")
     _option(m, "patch", type=_patch, default=defaults_m.patch,
-                   help="odd pooled window side P, or 'auto': P (3, 5, 7 or 11) and --heads chosen by leave-fields-out "
-                        "cross-validation on the labels, which also estimates the accuracy on unlabelled fields "
-                        "(about 1.5 times the training time more; default %(default)s)")
+            help="odd pooled window side P, or 'auto': P (3, 5, 7 or 11) and --heads chosen by leave-fields-out "
+                 "cross-validation on the labels, which also estimates the accuracy on unlabelled fields "
+                 "(about 1.5 times the training time more; default %(default)s)")
     _option(m, "auto_patch", action="store_true", help="the same as --patch auto")
     _option(m, "se_size", type=int, default=defaults_m.se_size,
-                   help="odd side of SpeFR's structuring element (default %(default)s)")
+            help="odd side of SpeFR's structuring element (default %(default)s)")
     _option(m, "refiner_depth", type=int, default=defaults_m.refiner_depth,
-                   help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
+            help="SpeFR dilations, 0 = no SpeFR (ablation; default %(default)s)")
     _option(m, "refiner", choices=REFINERS, default=defaults_m.refiner,
-                   help="SpeFR form: SE-weighted blocks, or the grey-scale dilation of older models "
-                        "(default %(default)s)")
+            help="SpeFR form: SE-weighted blocks, or the grey-scale dilation of older models "
+                 "(default %(default)s)")
     _option(m, "pooling", choices=POOLINGS, default=defaults_m.pooling,
-                   help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
+            help="spectral-aware pooling, or the plain mean over the window (ablation; default %(default)s)")
     _option(m, "auxiliary", action="store_false",
-                   help="no centre-spectrum classifier loss: a plain CNN (baseline)")
+            help="no centre-spectrum classifier loss: a plain CNN (baseline)")
     _option(m, "heads", choices=HEADS, default=defaults_m.heads,
-                   help="the map from the mean of the window and centre-spectrum classifiers' probabilities, or "
-                        "from the window classifier alone (default %(default)s)")
+            help="the map from the mean of the window and centre-spectrum classifiers' probabilities, or "
+                 "from the window classifier alone (default %(default)s)")
     _option(m, "tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
     _option(m, "eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
 
@@ -100,20 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("model", help="model file written by 'cssd-geo train'")
     r.add_argument("scene", help="hyperspectral scene with the model's bands")
     _option(r, "chunk", type=int, default=defaults_p.chunk,
-                   help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
+            help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
     _pixel_options(r)
     _option(r, "device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     _option(r, "precision", choices=PRECISIONS, default=defaults_p.precision,
-                   help="arithmetic on CUDA (default %(default)s)")
+            help="arithmetic on CUDA (default %(default)s)")
     _option(r, "scheduler", metavar="ADDRESS",
-                   help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
+            help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
     _option(r, "cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
     _option(r, "probabilities", action="store_true", help="also write NAME_probabilities.tif")
     _option(r, "confidence", action="store_true", help="also write NAME_confidence.tif")
     _option(r, "quicklook", metavar="PNG", help="also write a coloured PNG of the map")
     _option(r, "tta", action="store_true",
-                   help="test-time augmentation: average each pixel's class probabilities over the 8 turns and "
-                        "mirrorings of its window (8 times the compute)")
+            help="test-time augmentation: average each pixel's class probabilities over the 8 turns and "
+                 "mirrorings of its window (8 times the compute)")
     _option(r, "overwrite", action="store_true", help="replace an existing map")
     r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
 
@@ -145,10 +145,10 @@ def _option(group: argparse.ArgumentParser | argparse._ArgumentGroup, name: str,
 def _pixel_options(parser: argparse.ArgumentParser) -> None:
     """The options that leave pixels out, shared by train and predict."""
     _option(parser, "mask", metavar="PATH",
-                        help="pixels to leave out: a raster (non-zero = leave out) or a vector layer of the "
-                             "areas to keep")
+            help="pixels to leave out: a raster (non-zero = leave out) or a vector layer of the "
+                 "areas to keep")
     _option(parser, "product_masks", action="store_false",
-                        help="keep the pixels the product's quality layers (cloud, shadow, haze) flag")
+            help="keep the pixels the product's quality layers (cloud, shadow, haze) flag")
 
 
 def _config(kind: type[Config], args: argparse.Namespace) -> Config:

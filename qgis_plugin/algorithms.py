@@ -34,6 +34,7 @@ from . import parameters as params
 
 VECTOR_FORMATS = ["shp", "gpkg", "geojson"]  # what cssd-geo reads directly; other layers are exported
 
+
 def advanced_parameter(name: str, kind: Any, label: str, default: Any) -> QgsProcessingParameterDefinition:
     """The QGIS parameter of one ADVANCED_TRAINING row, flagged advanced."""
     if isinstance(kind, tuple):

@@ -62,7 +62,7 @@ from cssd_geo.io.scene import mask_invalid, scene_nodata  # noqa: E402
 from cssd_geo.metrics import compute_metrics  # noqa: E402
 from cssd_geo.model import CSSD, ModelConfig  # noqa: E402
 from cssd_geo.model.cssd import combine_heads  # noqa: E402
-from cssd_geo.selection import cross_validate  # noqa: E402
+from cssd_geo.selection import HEADS, cross_validate  # noqa: E402
 from cssd_geo.train import train_model  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -95,6 +95,9 @@ BEFORE_NETWORK_2 = {"network": 1, "refiner": "dilation", "unlabelled": 0}
 # options measured and then removed from the package, with the value that is today's behaviour: a
 # saved run at that value is a run at today's settings, at another value a setting of its own
 RETIRED = {"spectral_augmentation": False}  # issue 16: no gain on the Berlin field-disjoint split
+# the maps --patch auto chose among before the centre-spectrum classifier became a candidate (a saved
+# auto run that does not record ``auto_heads`` chose among these)
+AUTO_HEADS_BEFORE = "window,both"
 AUX_HEAD = "spectral"  # the method predicted by a trained network's auxiliary head
 WINDOW_HEAD = "window_head"  # the method predicted by the cssd network's window head alone
 BOTH_HEADS = "both_heads"  # the method predicted by the mean of the cssd network's two heads
@@ -389,6 +392,8 @@ def _settings_of(config: TrainConfig) -> dict[str, Any]:
     the network code (``network``, see NETWORK_VERSION)."""
     values = {**asdict(config), **asdict(config.model)}
     settings = {name: values[name] for name in option_names(TrainConfig) if name not in NOT_SETTINGS}
+    if config.auto_patch:  # the maps --patch auto chooses among are part of what it is
+        settings["auto_heads"] = ",".join(HEADS)
     return {**settings, "network": NETWORK_VERSION}
 
 
@@ -397,6 +402,8 @@ def _complete(saved: dict[str, Any]) -> dict[str, Any]:
     the behaviour the code had before that option existed (BEFORE_NETWORK_2), else today's default;
     a RETIRED option at today's behaviour is left out."""
     full = {**_settings_of(TrainConfig()), **BEFORE_NETWORK_2, **saved}
+    if full.get("auto_patch") and "auto_heads" not in full:
+        full["auto_heads"] = AUTO_HEADS_BEFORE
     return {k: v for k, v in full.items() if not (k in RETIRED and v == RETIRED[k])}
 
 

@@ -91,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     _option(m, "auxiliary", action="store_false",
             help="no centre-spectrum classifier loss: a plain CNN (baseline)")
     _option(m, "heads", choices=HEADS, default=defaults_m.heads,
-            help="the map from the mean of the window and centre-spectrum classifiers' probabilities, or "
-                 "from the window classifier alone (default %(default)s)")
+            help="the map from the window classifier alone, from the mean of the window and centre-spectrum "
+                 "classifiers' probabilities, or from the centre-spectrum classifier alone (default %(default)s)")
     _option(m, "tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
     _option(m, "eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
 

@@ -29,7 +29,8 @@ from .progress import Progress
 from .sampling import Samples
 
 PATCHES = (3, 5, 7, 11)  # candidate sides of the pooled window
-HEADS = ("window", "both")  # candidate maps: the window classifier, or the mean of both classifiers
+# candidate maps: the window classifier, the mean of both classifiers, the centre-spectrum classifier
+HEADS = ("window", "both", "spectral")
 FOLDS = 2  # leave-fields-out folds
 STEP_SHARE = 0.5  # a cross-validation model takes this share of a full run's optimiser steps
 GAP = 4  # held-out pixels within this many pixels of a fold's training pixel are not scored
@@ -63,7 +64,8 @@ class FieldEstimate:
         """One line for the log."""
         if self.patch is None:
             return self.note
-        source = "both classifiers" if self.heads == "both" else "the window classifier"
+        source = {"both": "both classifiers", "spectral": "the centre-spectrum classifier"}.get(
+            self.heads or "", "the window classifier")
         return (f"expected overall accuracy on unlabelled fields: {100 * (self.expected_oa or 0):.1f} % "
                 f"(range over {self.folds} folds {100 * (self.low or 0):.1f}-{100 * (self.high or 0):.1f} %); "
                 f"chose patch {self.patch}, map from {source} ({self.seconds:.0f} s of cross-validation)")
@@ -131,7 +133,7 @@ def cross_validate(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, index: 
     pixels (scene ``rows``, ``cols``, class ``index``, field ``groups``), with short runs of
     ``config`` (labelled windows only, ``STEP_SHARE`` of the steps). Returns the candidate with
     the best mean OA over the folds (the first of equals, in the order of ``patches`` from the
-    largest, then window before both) and its estimate."""
+    largest, then in the order of HEADS) and its estimate."""
     from .train import train_model  # train uses this module
 
     progress = progress or Progress()

@@ -49,8 +49,8 @@ ADVANCED_TRAINING: tuple[tuple[str, str, Any, str, Any], ...] = (
     ("REFINER", "refiner", ("weighted", "dilation"), "SpeFR form", "weighted"),
     ("POOLING", "pooling", ("sap", "mean"), "Pooling: spectral-aware, or the plain mean", "sap"),
     ("AUXILIARY", "auxiliary", "bool", "Centre-spectrum classifier (off: a plain CNN)", True),
-    ("HEADS", "heads", ("window", "both"), "Map from the window classifier, or from both classifiers "
-     "(a patch of 0 chooses this too)", "window"),
+    ("HEADS", "heads", ("window", "both", "spectral"), "Map from the window classifier, from both classifiers, "
+     "or from the centre-spectrum classifier (a patch of 0 chooses this too)", "window"),
     ("TAU", "tau", "float", "Distillation temperature", 2.0),
     ("EPS", "eps", "float", "Distillation weight (0-1)", 0.5),
 )

@@ -96,20 +96,25 @@ def test_report_reads_old_and_new_lines(bench, tmp_path):
 
 
 def test_report_gives_the_expected_accuracy_gap_and_the_disjoint_target(bench, tmp_path):
-    auto = {**bench._settings_of(bench.method_config("cssd", {})), "auto_patch": True}
+    auto = bench._settings_of(bench.method_config("cssd", {"auto_patch": True}))
+    before = {**bench._settings_of(bench.method_config("cssd", {})), "auto_patch": True}  # saved before auto_heads
     cssd = bench._settings_of(bench.method_config("cssd", {}))
     disjoint = {"dataset": "berlin", "mode": "disjoint-gap4"}
     runs = [{**line("cssd", s, oa, auto, chosen_patch=p, chosen_heads=h, expected_oa=e, cv_seconds=10.0 * (s + 1)),
              **disjoint} for s, oa, p, h, e in ((0, 0.40, 5, "both", 0.45), (1, 0.30, 3, "both", 0.31),
                                                (2, 0.50, None, None, None))]
     runs += [{**line("cssd", s, 0.35, cssd), **disjoint} for s in (0, 1)]
+    runs += [{**line("cssd", 0, 0.20, before, chosen_patch=7, chosen_heads="window", expected_oa=0.3,
+                  cv_seconds=5.0), **disjoint}]
     runs += [{**line(m, s, oa, None), **disjoint} for m, s, oa in (("svm", 0, 0.31), ("svm", 1, 0.29),
                                                                     ("rf", 0, 0.20), ("rf", 1, 0.20))]
     (tmp_path / "berlin.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     text = bench.report(str(tmp_path))
     # two seeds chose (5, 3), one had too few fields; expected 45 and 31 against 40 and 30: gap +3.00 ± 2.83
-    assert ("| berlin | 5 | disjoint-gap4 | auto_patch=True | 3 | 3 (1), 5 (1) | both (2) | 1 | 38.00 ± 9.90 | "
-            "35.00 ± 7.07 | +3.00 ± 2.83 | 20 |") in text
+    assert ("| berlin | 5 | disjoint-gap4 | auto_heads=window,both,spectral auto_patch=True | 3 | 3 (1), 5 (1) | "
+            "both (2) | 1 | 38.00 ± 9.90 | 35.00 ± 7.07 | +3.00 ± 2.83 | 20 |") in text
+    # a run saved before the centre-spectrum classifier was a candidate is a setting of its own
+    assert "| berlin | 5 | disjoint-gap4 | auto_heads=window,both auto_patch=True | 1 | 7 (1) | window (1) |" in text
     # the best baseline is svm (30 % mean); cssd (35 %) is 5 points above it on both seeds
     assert ("| berlin, 5 shots, disjoint-gap4 split: >= 5 points above the best baseline | +5.00 ± 1.41 points "
             "against svm on the same samples (2 seeds; lowest +4.00) | met |") in text

@@ -694,7 +694,10 @@ def test_cuda_requested_without_cuda(workspace, capsys, tmp_path):
      "--pooling max: choose 'sap' (spectral-aware) or 'mean'"),
     ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(refiner="erosion")),
      "--refiner erosion: choose 'weighted' (SpeFR) or 'dilation'"),
-    ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(heads="aux")), "--heads aux: choose 'both' or 'window'"),
+    ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(heads="aux")),
+     "--heads aux: choose 'window', 'both' or 'spectral'"),
+    ("train", cssd_geo.TrainConfig(model=cssd_geo.ModelConfig(heads="spectral", auxiliary=False)),
+     "--heads spectral needs the centre-spectrum classifier: leave out --no-auxiliary"),
     ("predict", cssd_geo.PredictConfig(precision="fp8"), "--precision fp8: choose fp32 or bf16 or fp16"),
 ])
 def test_bad_choices_through_the_api(workspace, tmp_path, step, config, message):

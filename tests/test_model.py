@@ -68,8 +68,10 @@ def test_missing_pixels_are_filled_with_the_band_mean():
 
 @pytest.mark.parametrize("variant", [{}, {"refiner_depth": 0}, {"pooling": "mean"},
                                      {"refiner_depth": 0, "pooling": "mean", "auxiliary": False},
-                                     {"refiner": "dilation"}, {"heads": "both"}],
-                         ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn", "dilation-spefr", "window-head"])
+                                     {"refiner": "dilation"}, {"heads": "both"},
+                                     {"heads": "spectral"}],
+                         ids=["cssd", "no-spefr", "mean-pooling", "plain-cnn", "dilation-spefr", "both-heads",
+                              "spectral-head"])
 def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     """Every pixel's logits from the dense tiled path equal forward() on its window cut from
     the reflect-padded scene; tile borders and scene borders included; for the ablation
@@ -95,7 +97,7 @@ def test_tiled_prediction_equals_per_window_forward(tmp_path, variant):
     assert np.abs(whole - tiled).max() < 1e-4
 
 
-def test_prediction_is_the_mean_of_both_heads_probabilities():
+def test_prediction_is_the_mean_of_both_heads_probabilities_or_one_heads():
     model = randomised(CSSD(9, 4, ModelConfig(patch=5, heads="both")), seed=2)
     x = torch.randn(3, 9, model.window, model.window) * 0.5
     with torch.no_grad():
@@ -103,6 +105,9 @@ def test_prediction_is_the_mean_of_both_heads_probabilities():
         window_logits, aux_logits = model.forward_train(x)
         model.config = ModelConfig(patch=5, heads="window")
         window_only = model(x)
+        model.config = ModelConfig(patch=5, heads="spectral")
+        spectral_only = model(x)
+    assert torch.allclose(spectral_only, aux_logits, atol=1e-5)
     expected = (torch.softmax(window_logits, 1) + torch.softmax(aux_logits, 1)) / 2
     assert torch.allclose(both, expected, atol=1e-5)
     assert torch.allclose(window_only, window_logits, atol=1e-5)

@@ -32,7 +32,8 @@ INFERENCE_PIXELS = 4096  # pixels standardised at a time in inference
 
 Pooling = Literal["sap", "mean"]  # spectral-aware pooling, or the plain mean over P x P (ablation)
 POOLINGS: tuple[str, ...] = get_args(Pooling)
-Heads = Literal["both", "window"]  # the map from both classifiers' probabilities, or the window classifier's alone
+# the map from both classifiers' probabilities, the window classifier's alone, or the centre-spectrum classifier's alone
+Heads = Literal["both", "window", "spectral"]
 HEADS: tuple[str, ...] = get_args(Heads)
 Refiner = Literal["weighted", "dilation"]  # SpeFR as the method describes it, or the dilation of format-2 files
 REFINERS: tuple[str, ...] = get_args(Refiner)
@@ -52,8 +53,9 @@ class ModelConfig:
     ``eps * softmax(aux / tau) + (1 - eps) * onehot``; without ``auxiliary`` the loss is the
     window classifier's cross-entropy alone (with ``pooling="mean"`` and no SpeFR: a plain CNN).
     ``heads`` says what a prediction is: ``"both"``, the mean of the window classifier's and
-    the centre-spectrum classifier's class probabilities, or ``"window"``, the window
-    classifier's alone (also what ``"both"`` means without ``auxiliary``).
+    the centre-spectrum classifier's class probabilities, ``"window"``, the window
+    classifier's alone (also what ``"both"`` means without ``auxiliary``), or ``"spectral"``,
+    the centre-spectrum classifier's alone (a per-pixel spectral map; it needs ``auxiliary``).
     """
 
     patch: int = 11
@@ -83,7 +85,9 @@ class ModelConfig:
         if self.tau <= 0:
             raise CssdError(f"--tau {self.tau}: the temperature must be positive")
         if self.heads not in HEADS:
-            raise CssdError(f"--heads {self.heads}: choose 'both' or 'window'")
+            raise CssdError(f"--heads {self.heads}: choose 'window', 'both' or 'spectral'")
+        if self.heads == "spectral" and not self.auxiliary:
+            raise CssdError("--heads spectral needs the centre-spectrum classifier: leave out --no-auxiliary")
 
 
     @classmethod
@@ -203,13 +207,14 @@ class CSSD(nn.Module):
         if x.shape[-1] < self.window or x.shape[-2] < self.window:
             raise ValueError(f"input {tuple(x.shape[-2:])} is smaller than the window {self.window}")
         feats = self.spectral_features(x)
-        pooled = self._pooled(feats)
-        if self.config.heads == "window" or not self.config.auxiliary:
+        heads = self.config.heads if self.config.auxiliary else "window"
+        pooled = self._pooled(feats) if heads != "spectral" else None
+        if pooled is not None and heads == "window":
             return pooled
         h = self.reach
         centre = feats[..., h:feats.shape[-2] - h, h:feats.shape[-1] - h]
         aux = torch.einsum("bchw,kc->bkhw", centre, self.aux.weight) + self.aux.bias.view(1, -1, 1, 1)
-        return combine_heads(pooled, aux)
+        return aux if pooled is None else combine_heads(pooled, aux)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Centre-pixel logits [B, K] of windows [B, bands, window, window] of raw values."""

@@ -7,10 +7,13 @@ The public API::
     model = cssd_geo.load_model("model.cssd")
     cssd_geo.predict("model.cssd", "scene.tif", "landcover.tif")
     cssd_geo.evaluate("landcover.tif", "fields.shp")
+    cssd_geo.draw_sample("landcover.tif", "sample.gpkg")     # points for an analyst to label
+    cssd_geo.estimate_area("landcover.tif", "sample.gpkg")   # areas and accuracies with 95 % intervals
 """
 __version__ = "0.1.0"
 
-from .config import EvaluateConfig, PredictConfig, TrainConfig
+from .assessment import draw_sample, estimate_area
+from .config import AreaConfig, EvaluateConfig, PredictConfig, SampleConfig, TrainConfig
 from .errors import Cancelled, CssdError
 from .io.scene import open_scene
 from .metrics import evaluate
@@ -19,5 +22,6 @@ from .prediction import predict
 from .progress import Progress
 from .train import train
 
-__all__ = ["open_scene", "load_model", "train", "predict", "evaluate", "TrainConfig", "ModelConfig",
-           "PredictConfig", "EvaluateConfig", "CssdError", "Cancelled", "Progress", "__version__"]
+__all__ = ["open_scene", "load_model", "train", "predict", "evaluate", "draw_sample", "estimate_area",
+           "TrainConfig", "ModelConfig", "PredictConfig", "EvaluateConfig", "SampleConfig", "AreaConfig",
+           "CssdError", "Cancelled", "Progress", "__version__"]

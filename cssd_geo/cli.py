@@ -11,9 +11,11 @@ from . import __version__
 from .config import (
     PRECISIONS,
     SCHEDULES,
+    AreaConfig,
     Config,
     EvaluateConfig,
     PredictConfig,
+    SampleConfig,
     TrainConfig,
     from_options,
     option_names,
@@ -35,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json-progress", action="store_true",
                    help="progress as JSON lines on stderr (for programs that run cssd-geo)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,sample,area}")
 
     t = sub.add_parser("train", help="train a CSSD model from a scene and labelled fields")
     t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
@@ -124,6 +126,26 @@ def _parser() -> argparse.ArgumentParser:
     _option(e, "exclude_training", metavar="MODEL", help="leave out the pixels this model was trained on")
     _option(e, "json_path", metavar="OUT", help="also write the metrics as JSON")
     _option(e, "plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
+
+    defaults_s, defaults_a = SampleConfig(), AreaConfig()
+    sp = sub.add_parser("sample", help="draw a stratified random sample of points from a class map, to label")
+    sp.add_argument("map", help="class map written by 'cssd-geo predict'")
+    _option(sp, "points", type=int, default=defaults_s.points, help="points in all (default %(default)s)")
+    _option(sp, "min_per_class", type=int, default=defaults_s.min_per_class, metavar="N",
+            help="at least this many points in every mapped class; the rest in proportion to the mapped area "
+                 "(default %(default)s)")
+    _option(sp, "seed", type=int, default=defaults_s.seed, help="random seed (default %(default)s)")
+    _option(sp, "overwrite", action="store_true", help="replace an existing sample")
+    sp.add_argument("-o", "--output", required=True, help="points to write: .gpkg or .geojson")
+
+    a = sub.add_parser("area", help="error-adjusted area and accuracy, with 95 %% intervals, from labelled "
+                                    "sample points")
+    a.add_argument("map", help="class map written by 'cssd-geo predict'")
+    a.add_argument("--labels", required=True, help="reference points (e.g. from 'cssd-geo sample', labelled)")
+    _option(a, "class_field", default=defaults_a.class_field,
+            help="attribute holding each point's true class (default %(default)s)")
+    _option(a, "json_path", metavar="OUT", help="also write the estimates as JSON")
+    _option(a, "csv_path", metavar="OUT", help="also write the per-class table as CSV")
     return p
 
 
@@ -168,6 +190,22 @@ def _run(args: argparse.Namespace, progress: TqdmProgress | JsonLinesProgress) -
         from .prediction import predict
 
         predict(args.model, args.scene, args.output, _config(PredictConfig, args), progress)
+    elif args.command == "sample":
+        from .assessment import draw_sample
+
+        sample = draw_sample(args.map, args.output, _config(SampleConfig, args), progress)
+        progress.close()
+        print(sample.table())
+    elif args.command == "area":
+        from .assessment import estimate_area
+
+        area_config = _config(AreaConfig, args)
+        estimate = estimate_area(args.map, args.labels, area_config, progress)
+        progress.close()
+        print(estimate.table())
+        for path in (area_config.json_path, area_config.csv_path):
+            if path:
+                print(f"written to {path}")
     else:
         from .metrics import evaluate
 

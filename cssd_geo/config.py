@@ -131,7 +131,36 @@ class EvaluateConfig:
     plot_path: str | None = None  # confusion matrix PNG
 
 
-Config = TypeVar("Config", TrainConfig, PredictConfig, EvaluateConfig)
+@dataclass
+class SampleConfig:
+    """How to draw a stratified random reference sample from a class map (``cssd-geo sample``):
+    ``points`` in all, at least ``min_per_class`` in every mapped class (fewer when a class
+    has fewer pixels), the rest in proportion to the mapped area."""
+
+    points: int = 500
+    min_per_class: int = 50
+    seed: int = 0
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for an option no run could use."""
+        if self.points < 1:
+            raise CssdError(f"--points {self.points}: draw at least 1 point (e.g. 500)")
+        if self.min_per_class < 0:
+            raise CssdError(f"--min-per-class {self.min_per_class}: use 0 or more (e.g. 50)")
+
+
+@dataclass
+class AreaConfig:
+    """How to estimate area and accuracy from reference points (``cssd-geo area``):
+    ``class_field`` holds each point's true class (the ``reference`` field of a drawn sample)."""
+
+    class_field: str = "reference"
+    json_path: str | None = None
+    csv_path: str | None = None  # the per-class table
+
+
+Config = TypeVar("Config", TrainConfig, PredictConfig, EvaluateConfig, SampleConfig, AreaConfig)
 
 
 def option_names(kind: type[Any]) -> list[str]:

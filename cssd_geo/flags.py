@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-RENAMED = {"learning_rate": "--lr", "json_path": "--json", "plot_path": "--plot"}
+RENAMED = {"learning_rate": "--lr", "json_path": "--json", "plot_path": "--plot", "csv_path": "--csv"}
 # options that are on by default: the flag turns them off
 NEGATED = {"product_masks": "--no-product-masks", "auxiliary": "--no-auxiliary"}
 

@@ -1,4 +1,4 @@
-"""The three Processing algorithms. Each maps its parameters to the options of one cssd-geo
+"""The Processing algorithms. Each maps its parameters to the options of one cssd-geo
 step (the fields of cssd_geo's config dataclasses) and hands them to :mod:`.backend`."""
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
     QgsProcessingParameterVectorLayer,
     QgsRasterLayer,
 )
@@ -255,3 +256,95 @@ class EvaluateAlgorithm(_Algorithm):
             metrics = json.load(f)
         return {params.OUTPUT: output, params.OVERALL_ACCURACY: metrics["overall_accuracy"],
                 params.AVERAGE_ACCURACY: metrics["average_accuracy"], params.KAPPA: metrics["kappa"]}
+
+
+class SampleAlgorithm(_Algorithm):
+    """cssd:sample — a stratified random sample of points from a classification map, to label."""
+
+    def name(self) -> str:
+        return "sample"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Draw reference sample"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Draws a stratified random sample of pixels from a classification map (the strata are its "
+                "classes): at least the minimum per class, the rest in proportion to the mapped area. Writes "
+                "points with the mapped class and an empty 'reference' field: fill it with each point's true "
+                "class id (from imagery or the field), then run 'Area and accuracy'.")
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Classification map"))
+        self.addParameter(QgsProcessingParameterNumber(params.POINTS, "Points in all", defaultValue=500,
+                                                       minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(params.MIN_PER_CLASS, "At least this many per class",
+                                                       defaultValue=50, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(params.SEED, "Random seed", defaultValue=0))
+        self.addParameter(QgsProcessingParameterVectorDestination(params.OUTPUT, "Reference sample",
+                                                                  type=QgsProcessing.TypeVectorPoint))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        path = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Classification map")
+        output = self.parameterAsOutputLayer(parameters, params.OUTPUT, context)
+        options = {"points": self.parameterAsInt(parameters, params.POINTS, context),
+                   "min_per_class": self.parameterAsInt(parameters, params.MIN_PER_CLASS, context),
+                   "seed": self.parameterAsInt(parameters, params.SEED, context), "overwrite": True}
+        for line in backend.run("sample", {"map": path, "output": output}, options, feedback).splitlines():
+            feedback.pushInfo(line)
+        return {params.OUTPUT: output}
+
+
+class AreaAlgorithm(_Algorithm):
+    """cssd:area — error-adjusted area and accuracy with 95 % intervals from labelled sample points."""
+
+    def name(self) -> str:
+        return "area"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Area and accuracy"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Estimates each class's area corrected for the map's errors, and user's, producer's and "
+                "overall accuracy, each with a 95 % confidence interval, from reference points labelled with "
+                "their true class (a stratified random sample of the map, e.g. from 'Draw reference sample'). "
+                "Uses the stratified estimators of good-practice accuracy assessment (Olofsson et al. 2014). "
+                "Writes a table (CSV) and JSON; the figures also appear in the log.")
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Classification map"))
+        self.addParameter(QgsProcessingParameterVectorLayer(params.LABELS, "Labelled reference points",
+                                                            [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterField(params.CLASS_FIELD, "Field with the true class",
+                                                      defaultValue="reference",
+                                                      parentLayerParameterName=params.LABELS))
+        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT, "Area and accuracy table",
+                                                                fileFilter="CSV (*.csv)"))
+        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT_JSON, "Estimates (JSON)",
+                                                                fileFilter="JSON (*.json)", optional=True,
+                                                                createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber(params.OVERALL_ACCURACY, "Overall accuracy"))
+        self.addOutput(QgsProcessingOutputNumber(params.OVERALL_ACCURACY_CI, "Overall accuracy, 95 % half-interval"))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        path = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Classification map")
+        labels = self.parameterAsCompatibleSourceLayerPath(parameters, params.LABELS, context, VECTOR_FORMATS,
+                                                           "gpkg", feedback)
+        table = self.parameterAsFileOutput(parameters, params.OUTPUT, context)
+        # the JSON is read back for the numeric outputs: a scratch file beside the table when not asked for
+        wanted = self.parameterAsFileOutput(parameters, params.OUTPUT_JSON, context)
+        estimates = wanted or os.path.splitext(table)[0] + ".json"
+        options = {"class_field": self.parameterAsString(parameters, params.CLASS_FIELD, context) or "reference",
+                   "json_path": estimates, "csv_path": table}
+        for line in backend.run("area", {"map": path, "labels": labels}, options, feedback).splitlines():
+            feedback.pushInfo(line)
+        with open(estimates, encoding="utf-8") as f:
+            result = json.load(f)
+        if not wanted:
+            os.unlink(estimates)
+        context.addLayerToLoadOnCompletion(table, QgsProcessingContext.LayerDetails(
+            "Area and accuracy", context.project(), params.OUTPUT))
+        outputs = {params.OUTPUT: table, params.OVERALL_ACCURACY: result["overall_accuracy"],
+                   params.OVERALL_ACCURACY_CI: result["overall_accuracy_ci95"]}
+        return {**outputs, params.OUTPUT_JSON: wanted} if wanted else outputs

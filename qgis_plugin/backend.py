@@ -97,8 +97,8 @@ def choose() -> str:
 
 
 def run(command: str, inputs: dict[str, str], options: dict[str, Any], feedback: QgsProcessingFeedback) -> str:
-    """Run ``command`` (train, predict or evaluate) and return what it prints as its result
-    (the metrics table of evaluate). ``inputs`` are the paths the step reads and writes,
+    """Run ``command`` (train, predict, evaluate, sample or area) and return what it prints as
+    its result (the tables of evaluate, sample and area). ``inputs`` are the paths the step reads and writes,
     ``options`` the fields of its config dataclass."""
     if choose() == "inprocess":
         return _run_in_process(command, inputs, options, feedback)
@@ -120,6 +120,12 @@ def _run_in_process(command: str, inputs: dict[str, str], options: dict[str, Any
         elif command == "predict":
             cssd_geo.predict(inputs["model"], inputs["scene"], inputs["output"],
                              from_options(cssd_geo.PredictConfig, options), progress)
+        elif command == "sample":
+            return cssd_geo.draw_sample(inputs["map"], inputs["output"], from_options(cssd_geo.SampleConfig, options),
+                                        progress).table()
+        elif command == "area":
+            return cssd_geo.estimate_area(inputs["map"], inputs["labels"], from_options(cssd_geo.AreaConfig, options),
+                                          progress).table()
         else:
             return cssd_geo.evaluate(inputs["map"], inputs["labels"], from_options(cssd_geo.EvaluateConfig, options),
                                      progress).table()
@@ -181,7 +187,9 @@ def command_line(command: str, inputs: dict[str, str], options: dict[str, Any]) 
         args = [inputs["scene"], "--labels", inputs["labels"], "-o", inputs["output"]]
     elif command == "predict":
         args = [inputs["model"], inputs["scene"], "-o", inputs["output"]]
-    else:
+    elif command == "sample":
+        args = [inputs["map"], "-o", inputs["output"]]
+    else:  # evaluate, area
         args = [inputs["map"], "--labels", inputs["labels"]]
     return ["--json-progress", command] + args + list(_flags().arguments(options))
 

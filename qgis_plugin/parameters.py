@@ -18,8 +18,14 @@ MODEL = "MODEL"  # the model file (predict; evaluate: leave out its training pix
 CHUNK = "CHUNK"
 PROBABILITIES = "PROBABILITIES"
 OUTPUT = "OUTPUT"
-# cssd:evaluate's numeric outputs
+# cssd:evaluate's numeric outputs (cssd:area gives OVERALL_ACCURACY too)
 OVERALL_ACCURACY, AVERAGE_ACCURACY, KAPPA = "OVERALL_ACCURACY", "AVERAGE_ACCURACY", "KAPPA"
+# cssd:sample (INPUT: the classification map, OUTPUT: the points) and cssd:area (INPUT: the map,
+# LABELS: the labelled points, CLASS_FIELD, OUTPUT: the per-class table as CSV)
+POINTS = "POINTS"
+MIN_PER_CLASS = "MIN_PER_CLASS"
+OUTPUT_JSON = "OUTPUT_JSON"
+OVERALL_ACCURACY_CI = "OVERALL_ACCURACY_CI95"
 
 # The training options beyond the main parameters, offered as advanced parameters:
 # (parameter, config field, kind, label, default). A kind is "text" or "file" (empty: the

@@ -5,14 +5,15 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import EvaluateAlgorithm, PredictAlgorithm, TrainAlgorithm
+from .algorithms import AreaAlgorithm, EvaluateAlgorithm, PredictAlgorithm, SampleAlgorithm, TrainAlgorithm
 from .backend import BACKEND_SETTING, BACKENDS, EXECUTABLE_SETTING
 
 ICON = os.path.join(os.path.dirname(__file__), "icon.png")
 
 
 class CssdProvider(QgsProcessingProvider):
-    """Provider id ``cssd``: algorithms ``cssd:train``, ``cssd:predict``, ``cssd:evaluate``."""
+    """Provider id ``cssd``: algorithms ``cssd:train``, ``cssd:predict``, ``cssd:evaluate``,
+    ``cssd:sample`` and ``cssd:area``."""
 
     def id(self) -> str:
         return "cssd"
@@ -50,8 +51,12 @@ class CssdProvider(QgsProcessingProvider):
         ProcessingConfig.removeSetting(EXECUTABLE_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (TrainAlgorithm(), PredictAlgorithm(), EvaluateAlgorithm()):
+        for algorithm in (TrainAlgorithm(), PredictAlgorithm(), EvaluateAlgorithm(), SampleAlgorithm(),
+                          AreaAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list:  # noqa: N802
         return ["tif"]
+
+    def supportedOutputVectorLayerExtensions(self) -> list:  # noqa: N802
+        return ["gpkg", "geojson"]  # what cssd-geo sample writes

@@ -14,7 +14,9 @@ from cssd_geo.model.cssd import ModelConfig
 
 STEPS = [("train", config.TrainConfig, ["s.tif", "--labels", "l.shp", "-o", "m.cssd"]),
          ("predict", config.PredictConfig, ["m.cssd", "s.tif", "-o", "x.tif"]),
-         ("evaluate", config.EvaluateConfig, ["x.tif", "--labels", "l.shp"])]
+         ("evaluate", config.EvaluateConfig, ["x.tif", "--labels", "l.shp"]),
+         ("sample", config.SampleConfig, ["x.tif", "-o", "s.gpkg"]),
+         ("area", config.AreaConfig, ["x.tif", "--labels", "s.gpkg"])]
 
 
 def _other(value: typing.Any, hint: typing.Any) -> typing.Any:
@@ -29,7 +31,7 @@ def _other(value: typing.Any, hint: typing.Any) -> typing.Any:
         return 3 if value is None else value + 2  # odd stays odd (patch, se_size)
     if kind is float:
         return 0.25 if value is None else value / 2
-    return "cuda:1" if value == "auto" else "some-value"
+    return "cuda:1" if value == "auto" else f"not-{value}"
 
 
 def _non_defaults(kind: type) -> dict[str, typing.Any]:
@@ -77,5 +79,6 @@ def test_every_option_round_trips_through_both_backends(command, kind, positiona
 
 def test_flags_of_the_exceptions():
     assert flags.arguments({"learning_rate": 0.01, "auxiliary": False, "product_masks": True,
-                            "plot_path": "c.png", "json_path": "m.json", "epochs": None, "tta": True}) == \
-        ["--lr", "0.01", "--no-auxiliary", "--plot", "c.png", "--json", "m.json", "--tta"]
+                            "plot_path": "c.png", "json_path": "m.json", "epochs": None, "tta": True,
+                            "csv_path": "a.csv"}) == \
+        ["--lr", "0.01", "--no-auxiliary", "--plot", "c.png", "--json", "m.json", "--tta", "--csv", "a.csv"]

@@ -37,7 +37,8 @@ def test_provider_lists_the_algorithms(qgis_app):
 
     provider = QgsApplication.processingRegistry().providerById("cssd")
     assert provider is not None and provider.name() == "CSSD"
-    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:evaluate", "cssd:predict", "cssd:train"]
+    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:area", "cssd:evaluate", "cssd:predict",
+                                                            "cssd:sample", "cssd:train"]
     train = QgsApplication.processingRegistry().algorithmById("cssd:train")
     names = [p.name() for p in train.parameterDefinitions()]
     main = [params.INPUT, params.LABELS, params.CLASS_FIELD, params.SHOTS, params.EPOCHS, params.PATCH, params.SEED,
@@ -179,6 +180,48 @@ def test_evaluate_with_the_model_leaves_out_its_training_pixels(trained_model, t
                                      params.OUTPUT: str(out)})
     trained = len(cssd_geo.load_model(trained_model).metadata["training_pixels"]["rows"])
     assert json.loads(out.read_text())["pixels"] == 10249 - trained > 0
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_sample_then_area(qgis_app, tmp_path, backend, backend_env):
+    """cssd:sample draws a stratified sample of a map; labelled with the map's own classes,
+    cssd:area gives an overall accuracy of 1 and the mapped areas, as a table layer and JSON."""
+    from collections import Counter
+
+    import processing
+    from qgis.core import QgsVectorLayer
+    from rasterio.transform import from_origin
+
+    from cssd_geo.classes import make_class_table
+    from cssd_geo.io.scene import Grid
+    from cssd_geo.io.writers import ClassMapWriter
+    from cssd_geo.outputs import OutputSet
+
+    backend_env(backend)
+    values = np.repeat(np.arange(1, 4, dtype=np.uint8), [1200, 600, 200]).reshape(40, 50)
+    grid = Grid(rasterio.crs.CRS.from_epsg(32633), from_origin(383000.0, 5818000.0, 30.0, 30.0), 40, 50)
+    with OutputSet() as outputs, ClassMapWriter(str(tmp_path / "map.tif"), grid,
+                                                make_class_table([1, 2, 3], ["a", "b", "c"]), outputs) as writer:
+        writer[0:40, 0:50] = values
+    sample = tmp_path / "sample.gpkg"
+    processing.run("cssd:sample", {params.INPUT: str(tmp_path / "map.tif"), params.POINTS: 60,
+                                   params.MIN_PER_CLASS: 15, params.SEED: 1, params.OUTPUT: str(sample)})
+    layer = QgsVectorLayer(str(sample), "sample", "ogr")
+    assert sorted(Counter(f["map_id"] for f in layer.getFeatures()).items()) == [(1, 30), (2, 15), (3, 15)]
+    reference = layer.fields().indexOf("reference")
+    assert layer.startEditing()  # the analyst's labels: here the map's own classes
+    for feature in layer.getFeatures():
+        layer.changeAttributeValue(feature.id(), reference, feature["map_id"])
+    assert layer.commitChanges()
+    del layer
+    table, estimates = tmp_path / "area.csv", tmp_path / "area.json"
+    result = processing.run("cssd:area", {params.INPUT: str(tmp_path / "map.tif"), params.LABELS: str(sample),
+                                          params.CLASS_FIELD: "reference", params.OUTPUT: str(table),
+                                          params.OUTPUT_JSON: str(estimates)})
+    assert result[params.OVERALL_ACCURACY] == pytest.approx(1.0) and result[params.OVERALL_ACCURACY_CI] == 0.0
+    per_class = json.loads(estimates.read_text())["per_class"]
+    assert [r["estimated_pixels"] for r in per_class] == pytest.approx([1200, 600, 200])
+    assert table.read_text().splitlines()[0].startswith("id,name,mapped_pixels")
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])

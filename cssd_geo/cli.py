@@ -14,6 +14,7 @@ from .config import (
     AreaConfig,
     Config,
     EvaluateConfig,
+    MapConfig,
     PredictConfig,
     SampleConfig,
     TrainConfig,
@@ -30,18 +31,75 @@ from .sampling import SAMPLINGS
 def _parser() -> argparse.ArgumentParser:
     """The command line. Every option's ``dest`` is the name of a config field (see
     :func:`cssd_geo.config.option_names`), so :func:`_config` builds the configs."""
-    defaults_t, defaults_m, defaults_p = TrainConfig(), ModelConfig(), PredictConfig()
+    defaults_p = PredictConfig()
     p = argparse.ArgumentParser(prog="cssd-geo", description="Few-shot hyperspectral land-cover mapping with CSSD.")
     p.add_argument("--version", action="version", version=f"cssd-geo {__version__}")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json-progress", action="store_true",
                    help="progress as JSON lines on stderr (for programs that run cssd-geo)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,evaluate,sample,area}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,map,evaluate,sample,area}")
 
     t = sub.add_parser("train", help="train a CSSD model from a scene and labelled fields")
     t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
     t.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
+    _training_options(t)
+    _option(t, "overwrite", action="store_true", help="replace an existing model file")
+    t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
+
+    r = sub.add_parser("predict", help="write the class map of a scene")
+    r.add_argument("model", help="model file written by 'cssd-geo train'")
+    r.add_argument("scene", help="hyperspectral scene with the model's bands")
+    _pixel_options(r)
+    _option(r, "device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    _option(r, "scheduler", metavar="ADDRESS",
+            help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
+    _map_options(r)
+    _option(r, "overwrite", action="store_true", help="replace an existing map")
+    r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
+
+    mp = sub.add_parser("map", help="train on labelled fields and write the class map, in one step")
+    mp.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
+    mp.add_argument("--labels", required=True, help="vector layer of labelled polygons or points")
+    _training_options(mp)
+    _option(mp, "model_output", metavar="MODEL", help="also keep the model file here (default: not kept)")
+    _map_options(mp)
+    _option(mp, "overwrite", action="store_true", help="replace an existing map (and model file)")
+    mp.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
+
+    e = sub.add_parser("evaluate", help="accuracy of a class map against reference labels")
+    e.add_argument("map", help="class map written by 'cssd-geo predict'")
+    e.add_argument("--labels", required=True, help="reference vector layer")
+    _option(e, "class_field", help="attribute holding the class; guessed if omitted")
+    _option(e, "exclude_training", metavar="MODEL", help="leave out the pixels this model was trained on")
+    _option(e, "json_path", metavar="OUT", help="also write the metrics as JSON")
+    _option(e, "plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
+
+    defaults_s, defaults_a = SampleConfig(), AreaConfig()
+    sp = sub.add_parser("sample", help="draw a stratified random sample of points from a class map, to label")
+    sp.add_argument("map", help="class map written by 'cssd-geo predict'")
+    _option(sp, "points", type=int, default=defaults_s.points, help="points in all (default %(default)s)")
+    _option(sp, "min_per_class", type=int, default=defaults_s.min_per_class, metavar="N",
+            help="at least this many points in every mapped class; the rest in proportion to the mapped area "
+                 "(default %(default)s)")
+    _option(sp, "seed", type=int, default=defaults_s.seed, help="random seed (default %(default)s)")
+    _option(sp, "overwrite", action="store_true", help="replace an existing sample")
+    sp.add_argument("-o", "--output", required=True, help="points to write: .gpkg or .geojson")
+
+    a = sub.add_parser("area", help="error-adjusted area and accuracy, with 95 %% intervals, from labelled "
+                                    "sample points")
+    a.add_argument("map", help="class map written by 'cssd-geo predict'")
+    a.add_argument("--labels", required=True, help="reference points (e.g. from 'cssd-geo sample', labelled)")
+    _option(a, "class_field", default=defaults_a.class_field,
+            help="attribute holding each point's true class (default %(default)s)")
+    _option(a, "json_path", metavar="OUT", help="also write the estimates as JSON")
+    _option(a, "csv_path", metavar="OUT", help="also write the per-class table as CSV")
+    return p
+
+
+def _training_options(t: argparse.ArgumentParser) -> None:
+    """Every option of TrainConfig and its ModelConfig but ``overwrite`` (train and map)."""
+    defaults_t, defaults_m = TrainConfig(), ModelConfig()
     _option(t, "class_field", help="attribute holding the class (integer or text); guessed if omitted")
     _option(t, "bands", metavar="LIST",
             help="bands to use: numbers and ranges (1-50,60) or wavelength ranges in nm (400-1300); "
@@ -73,8 +131,6 @@ def _parser() -> argparse.ArgumentParser:
                  "labels, read on the clean spectrum, from the augmented one")
     _option(t, "seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     _option(t, "device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
-    _option(t, "overwrite", action="store_true", help="replace an existing model file")
-    t.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.cssd)")
     m = t.add_argument_group("model")
     _option(m, "patch", type=_patch, default=defaults_m.patch,
             help="odd pooled window side P, or 'auto': P (3, 5, 7 or 11) and --heads chosen by leave-fields-out "
@@ -98,17 +154,14 @@ def _parser() -> argparse.ArgumentParser:
     _option(m, "tau", type=float, default=defaults_m.tau, help="distillation temperature (default %(default)s)")
     _option(m, "eps", type=float, default=defaults_m.eps, help="distillation weight 0..1 (default %(default)s)")
 
-    r = sub.add_parser("predict", help="write the class map of a scene")
-    r.add_argument("model", help="model file written by 'cssd-geo train'")
-    r.add_argument("scene", help="hyperspectral scene with the model's bands")
+
+def _map_options(r: argparse.ArgumentParser) -> None:
+    """The options of PredictConfig that shape the map and its side outputs (predict and map)."""
+    defaults_p = PredictConfig()
     _option(r, "chunk", type=int, default=defaults_p.chunk,
             help="chunk side in pixels (default: from the memory a chunk needs); the map does not depend on it")
-    _pixel_options(r)
-    _option(r, "device", default=defaults_p.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     _option(r, "precision", choices=PRECISIONS, default=defaults_p.precision,
             help="arithmetic on CUDA (default %(default)s)")
-    _option(r, "scheduler", metavar="ADDRESS",
-            help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
     _option(r, "cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
     _option(r, "probabilities", action="store_true", help="also write NAME_probabilities.tif")
     _option(r, "confidence", action="store_true", help="also write NAME_confidence.tif")
@@ -116,37 +169,6 @@ def _parser() -> argparse.ArgumentParser:
     _option(r, "tta", action="store_true",
             help="test-time augmentation: average each pixel's class probabilities over the 8 turns and "
                  "mirrorings of its window (8 times the compute)")
-    _option(r, "overwrite", action="store_true", help="replace an existing map")
-    r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
-
-    e = sub.add_parser("evaluate", help="accuracy of a class map against reference labels")
-    e.add_argument("map", help="class map written by 'cssd-geo predict'")
-    e.add_argument("--labels", required=True, help="reference vector layer")
-    _option(e, "class_field", help="attribute holding the class; guessed if omitted")
-    _option(e, "exclude_training", metavar="MODEL", help="leave out the pixels this model was trained on")
-    _option(e, "json_path", metavar="OUT", help="also write the metrics as JSON")
-    _option(e, "plot_path", metavar="PNG", help="also write the confusion matrix as a PNG")
-
-    defaults_s, defaults_a = SampleConfig(), AreaConfig()
-    sp = sub.add_parser("sample", help="draw a stratified random sample of points from a class map, to label")
-    sp.add_argument("map", help="class map written by 'cssd-geo predict'")
-    _option(sp, "points", type=int, default=defaults_s.points, help="points in all (default %(default)s)")
-    _option(sp, "min_per_class", type=int, default=defaults_s.min_per_class, metavar="N",
-            help="at least this many points in every mapped class; the rest in proportion to the mapped area "
-                 "(default %(default)s)")
-    _option(sp, "seed", type=int, default=defaults_s.seed, help="random seed (default %(default)s)")
-    _option(sp, "overwrite", action="store_true", help="replace an existing sample")
-    sp.add_argument("-o", "--output", required=True, help="points to write: .gpkg or .geojson")
-
-    a = sub.add_parser("area", help="error-adjusted area and accuracy, with 95 %% intervals, from labelled "
-                                    "sample points")
-    a.add_argument("map", help="class map written by 'cssd-geo predict'")
-    a.add_argument("--labels", required=True, help="reference points (e.g. from 'cssd-geo sample', labelled)")
-    _option(a, "class_field", default=defaults_a.class_field,
-            help="attribute holding each point's true class (default %(default)s)")
-    _option(a, "json_path", metavar="OUT", help="also write the estimates as JSON")
-    _option(a, "csv_path", metavar="OUT", help="also write the per-class table as CSV")
-    return p
 
 
 def _patch(text: str) -> int | str:
@@ -190,6 +212,14 @@ def _run(args: argparse.Namespace, progress: TqdmProgress | JsonLinesProgress) -
         from .prediction import predict
 
         predict(args.model, args.scene, args.output, _config(PredictConfig, args), progress)
+    elif args.command == "map":
+        from .workflow import map_scene
+
+        map_config = _config(MapConfig, args)
+        done = map_scene(args.scene, args.labels, args.output, map_config, progress)
+        progress.close()
+        kept = f"; model in {done.model_path}" if done.model_path else ""
+        print(f"map written to {done.prediction.map_path}{kept}")
     elif args.command == "sample":
         from .assessment import draw_sample
 

@@ -132,6 +132,37 @@ class EvaluateConfig:
 
 
 @dataclass
+class MapConfig:
+    """Train and predict in one step (``cssd-geo map``): every training option (``training``;
+    its ``mask``, ``product_masks``, ``device`` and ``overwrite`` serve the prediction too),
+    where to keep the model (``model_output``; None: a temporary file, deleted), and the options
+    of :class:`PredictConfig` that shape the map and its side outputs."""
+
+    training: TrainConfig = field(default_factory=TrainConfig)
+    model_output: str | None = None
+    chunk: int | None = None
+    precision: Precision = "fp32"
+    cog: bool = False
+    probabilities: bool = False
+    confidence: bool = False
+    quicklook: str | None = None
+    tta: bool = False
+
+    def prediction(self) -> PredictConfig:
+        """The prediction's config."""
+        t = self.training
+        return PredictConfig(chunk=self.chunk, mask=t.mask, product_masks=t.product_masks, device=t.device,
+                             precision=self.precision, cog=self.cog, probabilities=self.probabilities,
+                             confidence=self.confidence, overwrite=t.overwrite, quicklook=self.quicklook,
+                             tta=self.tta)
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for an option no run could use."""
+        self.training.validate()
+        self.prediction().validate()
+
+
+@dataclass
 class SampleConfig:
     """How to draw a stratified random reference sample from a class map (``cssd-geo sample``):
     ``points`` in all, at least ``min_per_class`` in every mapped class (fewer when a class
@@ -160,7 +191,7 @@ class AreaConfig:
     csv_path: str | None = None  # the per-class table
 
 
-Config = TypeVar("Config", TrainConfig, PredictConfig, EvaluateConfig, SampleConfig, AreaConfig)
+Config = TypeVar("Config", TrainConfig, PredictConfig, MapConfig, EvaluateConfig, SampleConfig, AreaConfig)
 
 
 def option_names(kind: type[Any]) -> list[str]:

@@ -111,6 +111,14 @@ class TrainAlgorithm(_Algorithm):
                 "integers or names; left empty, it is guessed. Writes a .cssd model file.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.add_training_parameters()
+        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT, "Model file",
+                                                                fileFilter="CSSD model (*.cssd)"))
+        for name, _, kind, label, default in params.ADVANCED_TRAINING:
+            self.addParameter(advanced_parameter(name, kind, label, default))
+
+    def add_training_parameters(self) -> None:
+        """The main training parameters (the advanced ones follow the outputs)."""
         self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Hyperspectral raster"))
         self.addParameter(QgsProcessingParameterVectorLayer(
             params.LABELS, "Labelled fields", [QgsProcessing.TypeVectorPolygon, QgsProcessing.TypeVectorPoint]))
@@ -127,17 +135,24 @@ class TrainAlgorithm(_Algorithm):
         self.addParameter(QgsProcessingParameterNumber(params.SEED, "Random seed", defaultValue=0))
         self.addParameter(QgsProcessingParameterString(params.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
-        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT, "Model file",
-                                                                fileFilter="CSSD model (*.cssd)"))
-        for name, _, kind, label, default in params.ADVANCED_TRAINING:
-            self.addParameter(advanced_parameter(name, kind, label, default))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        inputs = self.training_inputs(parameters, context, feedback)
+        output = self.parameterAsFileOutput(parameters, params.OUTPUT, context)
+        backend.run("train", {**inputs, "output": output}, self.training_options(parameters, context), feedback)
+        return {params.OUTPUT: output}
+
+    def training_inputs(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                        feedback: QgsProcessingFeedback) -> dict[str, str]:
+        """The scene and the labels, as files."""
         scene = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Hyperspectral raster")
         labels = self.parameterAsCompatibleSourceLayerPath(parameters, params.LABELS, context, VECTOR_FORMATS,
                                                            "gpkg", feedback)
-        output = self.parameterAsFileOutput(parameters, params.OUTPUT, context)
+        return {"scene": scene, "labels": labels}
+
+    def training_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """The training options of the parameters (TrainConfig's fields)."""
         options = {"class_field": self.parameterAsString(parameters, params.CLASS_FIELD, context) or None,
                    "shots": self.parameterAsInt(parameters, params.SHOTS, context),
                    "epochs": self.parameterAsInt(parameters, params.EPOCHS, context) or None,
@@ -147,8 +162,7 @@ class TrainAlgorithm(_Algorithm):
                    **advanced_options(self, parameters, context)}
         patch = self.parameterAsInt(parameters, params.PATCH, context)
         options.update({"auto_patch": True} if patch == 0 else {"patch": patch})
-        backend.run("train", {"scene": scene, "labels": labels, "output": output}, options, feedback)
-        return {params.OUTPUT: output}
+        return options
 
 
 class _LoadStyle(QgsProcessingLayerPostProcessorInterface):
@@ -348,3 +362,44 @@ class AreaAlgorithm(_Algorithm):
         outputs = {params.OUTPUT: table, params.OVERALL_ACCURACY: result["overall_accuracy"],
                    params.OVERALL_ACCURACY_CI: result["overall_accuracy_ci95"]}
         return {**outputs, params.OUTPUT_JSON: wanted} if wanted else outputs
+
+
+class MapAlgorithm(TrainAlgorithm):
+    """cssd:map — train and predict in one step: the styled class map from a raster and labels."""
+
+    def name(self) -> str:
+        return "map"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Map land cover (train and predict)"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Trains a CSSD classifier from a few labelled pixels per class of the label layer (as 'Train "
+                "CSSD model') and writes the class map of the whole raster (as 'Predict classification map'), "
+                "styled with the class colours and names. Keeps the model file when one is given.")
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.add_training_parameters()
+        self.addParameter(QgsProcessingParameterBoolean(params.PROBABILITIES, "Also write class probabilities",
+                                                        defaultValue=False, optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(params.OUTPUT, "Classification map"))
+        self.addParameter(QgsProcessingParameterFileDestination(params.OUTPUT_MODEL, "Model file (optional)",
+                                                                fileFilter="CSSD model (*.cssd)", optional=True,
+                                                                createByDefault=False))
+        for name, _, kind, label, default in params.ADVANCED_TRAINING:
+            self.addParameter(advanced_parameter(name, kind, label, default))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        inputs = self.training_inputs(parameters, context, feedback)
+        output = self.parameterAsOutputLayer(parameters, params.OUTPUT, context)
+        if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
+            raise QgsProcessingException(f"{output}: the classification map is written as GeoTIFF; "
+                                         "give a name ending in .tif")
+        model = self.parameterAsFileOutput(parameters, params.OUTPUT_MODEL, context)
+        options = {**self.training_options(parameters, context), "model_output": model or None,
+                   "probabilities": self.parameterAsBool(parameters, params.PROBABILITIES, context)}
+        backend.run("map", {**inputs, "output": output}, options, feedback)
+        if context.willLoadLayerOnCompletion(output):
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(_LOAD_STYLE)
+        return {params.OUTPUT: output, params.OUTPUT_MODEL: model} if model else {params.OUTPUT: output}

@@ -1,7 +1,7 @@
 """Where the work runs: the cssd_geo library inside QGIS's Python, or the ``cssd-geo``
 executable of another Python environment, whose JSON-lines progress is streamed into the
 Processing feedback. Both take the same options: the field names of cssd_geo's config
-dataclasses (TrainConfig, PredictConfig, EvaluateConfig), so nothing here knows the model.
+dataclasses (TrainConfig, PredictConfig, MapConfig, ...), so nothing here knows the model.
 
 This module imports only the standard library and QGIS: importing pyproj, geopandas or
 pyogrio wheels into a QGIS process crashes it at exit, so cssd_geo is imported only when the
@@ -97,7 +97,7 @@ def choose() -> str:
 
 
 def run(command: str, inputs: dict[str, str], options: dict[str, Any], feedback: QgsProcessingFeedback) -> str:
-    """Run ``command`` (train, predict, evaluate, sample or area) and return what it prints as
+    """Run ``command`` (train, predict, map, evaluate, sample or area) and return what it prints as
     its result (the tables of evaluate, sample and area). ``inputs`` are the paths the step reads and writes,
     ``options`` the fields of its config dataclass."""
     if choose() == "inprocess":
@@ -120,6 +120,9 @@ def _run_in_process(command: str, inputs: dict[str, str], options: dict[str, Any
         elif command == "predict":
             cssd_geo.predict(inputs["model"], inputs["scene"], inputs["output"],
                              from_options(cssd_geo.PredictConfig, options), progress)
+        elif command == "map":
+            cssd_geo.map_scene(inputs["scene"], inputs["labels"], inputs["output"],
+                               from_options(cssd_geo.MapConfig, options), progress)
         elif command == "sample":
             return cssd_geo.draw_sample(inputs["map"], inputs["output"], from_options(cssd_geo.SampleConfig, options),
                                         progress).table()
@@ -183,7 +186,7 @@ def _flags() -> ModuleType:
 def command_line(command: str, inputs: dict[str, str], options: dict[str, Any]) -> list[str]:
     """The cssd-geo arguments for a step (after the executable): its inputs, then its options
     under the CLI's flags (:func:`cssd_geo.flags.arguments`)."""
-    if command == "train":
+    if command in ("train", "map"):
         args = [inputs["scene"], "--labels", inputs["labels"], "-o", inputs["output"]]
     elif command == "predict":
         args = [inputs["model"], inputs["scene"], "-o", inputs["output"]]

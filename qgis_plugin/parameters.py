@@ -25,6 +25,7 @@ OVERALL_ACCURACY, AVERAGE_ACCURACY, KAPPA = "OVERALL_ACCURACY", "AVERAGE_ACCURAC
 POINTS = "POINTS"
 MIN_PER_CLASS = "MIN_PER_CLASS"
 OUTPUT_JSON = "OUTPUT_JSON"
+OUTPUT_MODEL = "OUTPUT_MODEL"  # cssd:map: where to keep the model (optional)
 OVERALL_ACCURACY_CI = "OVERALL_ACCURACY_CI95"
 
 # The training options beyond the main parameters, offered as advanced parameters:

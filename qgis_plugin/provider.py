@@ -5,15 +5,22 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms import AreaAlgorithm, EvaluateAlgorithm, PredictAlgorithm, SampleAlgorithm, TrainAlgorithm
+from .algorithms import (
+    AreaAlgorithm,
+    EvaluateAlgorithm,
+    MapAlgorithm,
+    PredictAlgorithm,
+    SampleAlgorithm,
+    TrainAlgorithm,
+)
 from .backend import BACKEND_SETTING, BACKENDS, EXECUTABLE_SETTING
 
 ICON = os.path.join(os.path.dirname(__file__), "icon.png")
 
 
 class CssdProvider(QgsProcessingProvider):
-    """Provider id ``cssd``: algorithms ``cssd:train``, ``cssd:predict``, ``cssd:evaluate``,
-    ``cssd:sample`` and ``cssd:area``."""
+    """Provider id ``cssd``: algorithms ``cssd:train``, ``cssd:predict``, ``cssd:map``,
+    ``cssd:evaluate``, ``cssd:sample`` and ``cssd:area``."""
 
     def id(self) -> str:
         return "cssd"
@@ -51,8 +58,8 @@ class CssdProvider(QgsProcessingProvider):
         ProcessingConfig.removeSetting(EXECUTABLE_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (TrainAlgorithm(), PredictAlgorithm(), EvaluateAlgorithm(), SampleAlgorithm(),
-                          AreaAlgorithm()):
+        for algorithm in (TrainAlgorithm(), PredictAlgorithm(), MapAlgorithm(), EvaluateAlgorithm(),
+                          SampleAlgorithm(), AreaAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list:  # noqa: N802

@@ -192,3 +192,23 @@ def test_unknown_option_is_refused():
 
     with pytest.raises(CssdError, match="unknown option.*se_depth"):
         from_options(TrainConfig, {"se_depth": 3})
+
+
+def test_map_trains_and_predicts_in_one_step(trained, tmp_path, capsys):
+    """cssd-geo map gives the map that train then predict give (same seed), keeps the model
+    only when asked, and checks the map's path before it trains."""
+    scene, labels, _, model = trained
+    assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(tmp_path / "two_steps.tif")]) == 0
+    (tmp_path / "one").mkdir()
+    out = tmp_path / "one" / "map.tif"
+    assert cli.main(["--quiet", "map", scene, "--labels", labels, "-o", str(out), *FAST]) == 0
+    assert capsys.readouterr().out.strip() == f"map written to {out}"
+    assert sorted(os.listdir(tmp_path / "one")) == ["map.qml", "map.tif"]  # no model, no temporary folder left
+    with rasterio.open(out) as a, rasterio.open(tmp_path / "two_steps.tif") as b:
+        assert np.array_equal(a.read(), b.read())
+    kept = tmp_path / "kept.cssd"
+    assert cli.main(["--quiet", "map", scene, "--labels", labels, "-o", str(tmp_path / "k.tif"),
+                     "--model-output", str(kept), "--confidence", *FAST]) == 0
+    assert kept.exists() and (tmp_path / "kept_training.json").exists() and (tmp_path / "k_confidence.tif").exists()
+    assert cli.main(["--quiet", "map", scene, "--labels", labels, "-o", str(tmp_path / "no" / "m.tif"), *FAST]) == 2
+    assert "the folder" in capsys.readouterr().err and not (tmp_path / "no").exists()

@@ -10,10 +10,10 @@ import typing
 import pytest
 
 from cssd_geo import cli, config, flags
-from cssd_geo.model.cssd import ModelConfig
 
 STEPS = [("train", config.TrainConfig, ["s.tif", "--labels", "l.shp", "-o", "m.cssd"]),
          ("predict", config.PredictConfig, ["m.cssd", "s.tif", "-o", "x.tif"]),
+         ("map", config.MapConfig, ["s.tif", "--labels", "l.shp", "-o", "x.tif"]),
          ("evaluate", config.EvaluateConfig, ["x.tif", "--labels", "l.shp"]),
          ("sample", config.SampleConfig, ["x.tif", "-o", "s.gpkg"]),
          ("area", config.AreaConfig, ["x.tif", "--labels", "s.gpkg"])]
@@ -35,17 +35,26 @@ def _other(value: typing.Any, hint: typing.Any) -> typing.Any:
 
 
 def _non_defaults(kind: type) -> dict[str, typing.Any]:
-    """Every option of config ``kind`` (model options included) at a value other than its default."""
-    out = {}
-    for cls, instance in ((kind, kind()), (ModelConfig, ModelConfig())):
-        if cls is ModelConfig and "model" not in {f.name for f in dataclasses.fields(kind)}:
-            continue
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if f.name != "model":
-                out[f.name] = _other(getattr(instance, f.name), hints[f.name])
+    """Every option of config ``kind`` (nested configs' options included) at a value other than its default."""
+    out: dict[str, typing.Any] = {}
+    hints, instance = typing.get_type_hints(kind), kind()
+    for f in dataclasses.fields(kind):
+        nested = config._nested(kind, f.name)
+        out.update(_non_defaults(nested) if nested is not None else
+                   {f.name: _other(getattr(instance, f.name), hints[f.name])})
     assert sorted(out) == sorted(config.option_names(kind))
     return out
+
+
+def _stored(settings: typing.Any, name: str) -> typing.Any:
+    """Option ``name`` of a config, found in its nested configs too."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == name:
+            return value
+        if dataclasses.is_dataclass(value) and name in config.option_names(type(value)):
+            return _stored(value, name)
+    raise KeyError(name)
 
 
 def _subparser(command: str) -> argparse.ArgumentParser:
@@ -68,11 +77,9 @@ def test_every_option_round_trips_through_both_backends(command, kind, positiona
     through_cli = cli._config(kind, cli._parser().parse_args(argv))
     assert through_cli == in_process
     for name, value in options.items():
-        stored = getattr(in_process.model, name) if hasattr(in_process, "model") and name in \
-            config.option_names(ModelConfig) else getattr(in_process, name)
-        assert stored == value, name
+        assert _stored(in_process, name) == value, name
     # and the defaults give no flag at all, and the defaults back
-    defaults = {name: getattr(kind(), name, None) for name in config.option_names(kind)}
+    defaults = {name: _stored(kind(), name) for name in config.option_names(kind)}
     assert cli._config(kind, cli._parser().parse_args([command, *positional])) == kind()
     assert not [a for a in flags.arguments({k: v for k, v in defaults.items() if isinstance(v, bool)})]
 

@@ -37,8 +37,8 @@ def test_provider_lists_the_algorithms(qgis_app):
 
     provider = QgsApplication.processingRegistry().providerById("cssd")
     assert provider is not None and provider.name() == "CSSD"
-    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:area", "cssd:evaluate", "cssd:predict",
-                                                            "cssd:sample", "cssd:train"]
+    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:area", "cssd:evaluate", "cssd:map",
+                                                            "cssd:predict", "cssd:sample", "cssd:train"]
     train = QgsApplication.processingRegistry().algorithmById("cssd:train")
     names = [p.name() for p in train.parameterDefinitions()]
     main = [params.INPUT, params.LABELS, params.CLASS_FIELD, params.SHOTS, params.EPOCHS, params.PATCH, params.SEED,
@@ -92,6 +92,31 @@ def test_train_through_the_executable(qgis_app, tmp_path, backend_env):
     stored = model.metadata["train_config"]
     assert (stored["learning_rate"], stored["unlabelled"]) == (0.002, 4)
     assert (stored["model"]["auxiliary"], stored["model"]["heads"]) == (False, "both")
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_map_trains_and_predicts_in_one_step(qgis_app, tmp_path, backend, backend_env):
+    """cssd:map: the styled map on the scene's grid with the classes' colours and names; the model
+    only when OUTPUT_MODEL is given."""
+    import processing
+
+    import cssd_geo
+
+    backend_env(backend)
+    out, model = tmp_path / "map.tif", tmp_path / "kept.cssd"
+    values = {params.INPUT: str(SCENE), params.LABELS: str(FIELDS), params.CLASS_FIELD: "class_id",
+              params.SHOTS: 2, params.EPOCHS: 1, params.PATCH: 3, params.SEED: 1, params.DEVICE: "cpu",
+              params.OUTPUT: str(out)}
+    result = processing.run("cssd:map", {**values, params.OUTPUT_MODEL: str(model)})
+    assert result[params.OUTPUT] == str(out) and cssd_geo.load_model(model).patch == 3
+    with rasterio.open(SCENE) as scene, rasterio.open(out) as m:
+        assert (m.crs, m.transform, m.shape) == (scene.crs, scene.transform, scene.shape)
+        names = {int(k[6:]): v for k, v in m.tags(1).items() if k.startswith("CLASS_")}
+        assert len(names) == 16 and "Woods" in names.values() and set(names) <= set(m.colormap(1))
+    assert (tmp_path / "map.qml").exists()
+    (tmp_path / "alone").mkdir()
+    processing.run("cssd:map", {**values, params.OUTPUT: str(tmp_path / "alone" / "map.tif")})
+    assert sorted(os.listdir(tmp_path / "alone")) == ["map.qml", "map.tif"]  # no model kept
 
 
 def test_train_with_patch_0_chooses_it_from_the_labels(qgis_app, tmp_path, backend_env):

@@ -16,7 +16,6 @@ import csv
 import json
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from .classes import ClassInfo
 from .config import AreaConfig, SampleConfig
 from .errors import CssdError, writing
 from .io.scene import Grid
+from .io.vector import check_point_output, read_labels, write_points
 from .io.writers import read_class_table
 from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
@@ -103,9 +103,6 @@ def open_class_map(path: str | os.PathLike, progress: Progress | None = None) ->
 
 # --- the sample -------------------------------------------------------------------------------
 
-SAMPLE_FORMATS = (".gpkg", ".geojson")  # single-file vector formats (published whole, like every output)
-
-
 @dataclass
 class Sample:
     """A drawn reference sample: the points per class (in the order of the map's classes) and
@@ -164,9 +161,7 @@ def draw_sample(map_path: str | os.PathLike, output: str | os.PathLike, config: 
     config.validate()
     progress = progress or Progress()
     output = check_output(output, config.overwrite, inputs=(map_path,))
-    if os.path.splitext(output)[1].lower() not in SAMPLE_FORMATS:
-        raise CssdError(f"{output}: the sample is written as GeoPackage or GeoJSON; give a name ending in "
-                        f"{' or '.join(SAMPLE_FORMATS)}")
+    check_point_output(output)
     class_map = open_class_map(map_path, progress)
     sizes = allocate(class_map.pixels, config.points, config.min_per_class)
     rng = np.random.default_rng(config.seed)
@@ -201,10 +196,7 @@ def draw_sample(map_path: str | os.PathLike, output: str | os.PathLike, config: 
          "map_class": [class_map.classes[i].name for i in klass],
          REFERENCE_FIELD: pd.array([None] * row.size, dtype="Int32")},
         geometry=gpd.points_from_xy(np.asarray(xs), np.asarray(ys)), crs=class_map.grid.crs)
-    with output_file(output) as tmp, writing(output):
-        os.unlink(tmp)  # GDAL creates the file itself
-        layer = re.sub(r"\W+", "_", os.path.splitext(os.path.basename(output))[0]).strip("_") or "sample"
-        frame.to_file(tmp, engine="pyogrio", layer=layer)  # named after the output, not the temporary file
+    write_points(frame, output)
     return Sample(output, class_map.classes, sizes)
 
 
@@ -346,8 +338,6 @@ def estimate_area(map_path: str | os.PathLike, reference: str | os.PathLike, con
     """Error-adjusted area and accuracy of a class map from reference points (a stratified
     random sample of the map, e.g. from :func:`draw_sample`, whose ``class_field`` holds each
     point's true class id or name)."""
-    from .io.vector import read_labels
-
     config = config or AreaConfig()
     progress = progress or Progress()
     map_path = os.fspath(map_path)

@@ -11,12 +11,14 @@ from . import __version__
 from .config import (
     PRECISIONS,
     SCHEDULES,
+    UNCERTAINTIES,
     AreaConfig,
     Config,
     EvaluateConfig,
     MapConfig,
     PredictConfig,
     SampleConfig,
+    SuggestConfig,
     TrainConfig,
     from_options,
     option_names,
@@ -38,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json-progress", action="store_true",
                    help="progress as JSON lines on stderr (for programs that run cssd-geo)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,map,evaluate,sample,area}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,predict,map,suggest,evaluate,sample,area}")
 
     t = sub.add_parser("train", help="train a CSSD model from a scene and labelled fields")
     t.add_argument("scene", help="hyperspectral scene (GeoTIFF, ENVI, any GDAL raster, or .zarr)")
@@ -66,6 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     _map_options(mp)
     _option(mp, "overwrite", action="store_true", help="replace an existing map (and model file)")
     mp.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
+
+    defaults_g = SuggestConfig()
+    g = sub.add_parser("suggest", help="where to label next: the pixels where a model is least certain")
+    g.add_argument("model", help="model file written by 'cssd-geo train'")
+    g.add_argument("scene", help="hyperspectral scene with the model's bands")
+    _option(g, "points", type=int, default=defaults_g.points, help="points to suggest (default %(default)s)")
+    _option(g, "spacing", type=int, default=defaults_g.spacing, metavar="PIXELS",
+            help="least distance between points (default: the model's window, so their windows do not overlap)")
+    _option(g, "measure", choices=UNCERTAINTIES, default=defaults_g.measure,
+            help="uncertainty: 1 - the gap between the two likeliest classes, or the normalised entropy "
+                 "(default %(default)s)")
+    _option(g, "chunk", type=int, default=defaults_g.chunk, help="chunk side of the prediction (default: from memory)")
+    _pixel_options(g)
+    _option(g, "device", default=defaults_g.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    _option(g, "overwrite", action="store_true", help="replace an existing points file")
+    g.add_argument("-o", "--output", required=True, help="points to write: .gpkg or .geojson")
 
     e = sub.add_parser("evaluate", help="accuracy of a class map against reference labels")
     e.add_argument("map", help="class map written by 'cssd-geo predict'")
@@ -220,6 +238,12 @@ def _run(args: argparse.Namespace, progress: TqdmProgress | JsonLinesProgress) -
         progress.close()
         kept = f"; model in {done.model_path}" if done.model_path else ""
         print(f"map written to {done.prediction.map_path}{kept}")
+    elif args.command == "suggest":
+        from .suggestion import suggest
+
+        suggestions = suggest(args.model, args.scene, args.output, _config(SuggestConfig, args), progress)
+        progress.close()
+        print(suggestions.table())
     elif args.command == "sample":
         from .assessment import draw_sample
 

@@ -181,6 +181,40 @@ class SampleConfig:
             raise CssdError(f"--min-per-class {self.min_per_class}: use 0 or more (e.g. 50)")
 
 
+Uncertainty = Literal["margin", "entropy"]  # 1 - (p1 - p2) of the two likeliest classes, or normalised entropy
+UNCERTAINTIES: tuple[str, ...] = get_args(Uncertainty)
+
+
+@dataclass
+class SuggestConfig:
+    """Where to label next (``cssd-geo suggest``): ``points`` pixels where the model is least
+    certain (by ``measure``), at least ``spacing`` pixels apart (None: the model's window, so
+    their windows do not overlap), spread over the predicted classes. The prediction behind
+    them takes ``chunk``, ``mask``, ``product_masks`` and ``device`` as ``predict`` does."""
+
+    points: int = 20
+    spacing: int | None = None
+    measure: Uncertainty = "margin"
+    chunk: int | None = None
+    mask: str | None = None
+    product_masks: bool = True
+    device: str = "auto"
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for an option no run could use."""
+        if self.points < 1:
+            raise CssdError(f"--points {self.points}: suggest at least 1 point (e.g. 20)")
+        if self.spacing is not None and self.spacing < 1:
+            raise CssdError(f"--spacing {self.spacing}: give at least 1 pixel, or leave it out for the model's window")
+        _choose("--measure", self.measure, UNCERTAINTIES)
+
+    def prediction(self) -> PredictConfig:
+        """The config of the prediction whose probabilities the suggestions come from."""
+        return PredictConfig(chunk=self.chunk, mask=self.mask, product_masks=self.product_masks, device=self.device,
+                             probabilities=True, overwrite=True)
+
+
 @dataclass
 class AreaConfig:
     """How to estimate area and accuracy from reference points (``cssd-geo area``):
@@ -191,7 +225,8 @@ class AreaConfig:
     csv_path: str | None = None  # the per-class table
 
 
-Config = TypeVar("Config", TrainConfig, PredictConfig, MapConfig, EvaluateConfig, SampleConfig, AreaConfig)
+Config = TypeVar("Config", TrainConfig, PredictConfig, MapConfig, EvaluateConfig, SampleConfig, SuggestConfig,
+                 AreaConfig)
 
 
 def option_names(kind: type[Any]) -> list[str]:

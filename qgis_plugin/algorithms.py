@@ -403,3 +403,46 @@ class MapAlgorithm(TrainAlgorithm):
         if context.willLoadLayerOnCompletion(output):
             context.layerToLoadOnCompletionDetails(output).setPostProcessor(_LOAD_STYLE)
         return {params.OUTPUT: output, params.OUTPUT_MODEL: model} if model else {params.OUTPUT: output}
+
+
+class SuggestAlgorithm(_Algorithm):
+    """cssd:suggest — where to label next: the pixels where the model is least certain."""
+
+    def name(self) -> str:
+        return "suggest"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Suggest where to label next"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Finds the pixels where the model is least certain (the two likeliest classes closest, or the "
+                "highest entropy), at least a window apart and spread over the scene and the predicted classes. "
+                "Writes them as points ranked by uncertainty, with the predicted class, its confidence and an "
+                "empty 'label' field: label them, add them to the training labels and train again.")
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(params.MODEL, "Model file", extension="cssd"))
+        self.addParameter(QgsProcessingParameterRasterLayer(params.INPUT, "Hyperspectral raster"))
+        self.addParameter(QgsProcessingParameterNumber(params.POINTS, "Points", defaultValue=20, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(params.SPACING, "Least distance between points in pixels "
+                                                       "(0: the model's window)", defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterEnum(params.MEASURE, "Uncertainty", options=list(params.MEASURES),
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(params.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
+                                                       defaultValue="auto"))
+        self.addParameter(QgsProcessingParameterVectorDestination(params.OUTPUT, "Points to label",
+                                                                  type=QgsProcessing.TypeVectorPoint))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        model = self.parameterAsFile(parameters, params.MODEL, context)
+        scene = raster_path(self.parameterAsRasterLayer(parameters, params.INPUT, context), "Hyperspectral raster")
+        output = self.parameterAsOutputLayer(parameters, params.OUTPUT, context)
+        options = {"points": self.parameterAsInt(parameters, params.POINTS, context),
+                   "spacing": self.parameterAsInt(parameters, params.SPACING, context) or None,
+                   "measure": params.MEASURES[self.parameterAsEnum(parameters, params.MEASURE, context)],
+                   "device": self.parameterAsString(parameters, params.DEVICE, context) or "auto", "overwrite": True}
+        for line in backend.run("suggest", {"model": model, "scene": scene, "output": output}, options,
+                                feedback).splitlines():
+            feedback.pushInfo(line)
+        return {params.OUTPUT: output}

@@ -97,9 +97,9 @@ def choose() -> str:
 
 
 def run(command: str, inputs: dict[str, str], options: dict[str, Any], feedback: QgsProcessingFeedback) -> str:
-    """Run ``command`` (train, predict, map, evaluate, sample or area) and return what it prints as
-    its result (the tables of evaluate, sample and area). ``inputs`` are the paths the step reads and writes,
-    ``options`` the fields of its config dataclass."""
+    """Run ``command`` (train, predict, map, suggest, evaluate, sample or area) and return what it
+    prints as its result (the tables of suggest, evaluate, sample and area). ``inputs`` are the
+    paths the step reads and writes, ``options`` the fields of its config dataclass."""
     if choose() == "inprocess":
         return _run_in_process(command, inputs, options, feedback)
     return _run_executable(command, inputs, options, feedback)
@@ -123,6 +123,9 @@ def _run_in_process(command: str, inputs: dict[str, str], options: dict[str, Any
         elif command == "map":
             cssd_geo.map_scene(inputs["scene"], inputs["labels"], inputs["output"],
                                from_options(cssd_geo.MapConfig, options), progress)
+        elif command == "suggest":
+            return cssd_geo.suggest(inputs["model"], inputs["scene"], inputs["output"],
+                                    from_options(cssd_geo.SuggestConfig, options), progress).table()
         elif command == "sample":
             return cssd_geo.draw_sample(inputs["map"], inputs["output"], from_options(cssd_geo.SampleConfig, options),
                                         progress).table()
@@ -188,7 +191,7 @@ def command_line(command: str, inputs: dict[str, str], options: dict[str, Any]) 
     under the CLI's flags (:func:`cssd_geo.flags.arguments`)."""
     if command in ("train", "map"):
         args = [inputs["scene"], "--labels", inputs["labels"], "-o", inputs["output"]]
-    elif command == "predict":
+    elif command in ("predict", "suggest"):
         args = [inputs["model"], inputs["scene"], "-o", inputs["output"]]
     elif command == "sample":
         args = [inputs["map"], "-o", inputs["output"]]

@@ -26,6 +26,10 @@ POINTS = "POINTS"
 MIN_PER_CLASS = "MIN_PER_CLASS"
 OUTPUT_JSON = "OUTPUT_JSON"
 OUTPUT_MODEL = "OUTPUT_MODEL"  # cssd:map: where to keep the model (optional)
+# cssd:suggest (MODEL, INPUT: the raster, POINTS, DEVICE, OUTPUT: the points)
+SPACING = "SPACING"  # 0: the model's window
+MEASURE = "MEASURE"
+MEASURES = ("margin", "entropy")  # cssd_geo.config.UNCERTAINTIES (tests/qgis checks)
 OVERALL_ACCURACY_CI = "OVERALL_ACCURACY_CI95"
 
 # The training options beyond the main parameters, offered as advanced parameters:

@@ -11,6 +11,7 @@ from .algorithms import (
     MapAlgorithm,
     PredictAlgorithm,
     SampleAlgorithm,
+    SuggestAlgorithm,
     TrainAlgorithm,
 )
 from .backend import BACKEND_SETTING, BACKENDS, EXECUTABLE_SETTING
@@ -20,7 +21,7 @@ ICON = os.path.join(os.path.dirname(__file__), "icon.png")
 
 class CssdProvider(QgsProcessingProvider):
     """Provider id ``cssd``: algorithms ``cssd:train``, ``cssd:predict``, ``cssd:map``,
-    ``cssd:evaluate``, ``cssd:sample`` and ``cssd:area``."""
+    ``cssd:suggest``, ``cssd:evaluate``, ``cssd:sample`` and ``cssd:area``."""
 
     def id(self) -> str:
         return "cssd"
@@ -58,8 +59,8 @@ class CssdProvider(QgsProcessingProvider):
         ProcessingConfig.removeSetting(EXECUTABLE_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (TrainAlgorithm(), PredictAlgorithm(), MapAlgorithm(), EvaluateAlgorithm(),
-                          SampleAlgorithm(), AreaAlgorithm()):
+        for algorithm in (TrainAlgorithm(), PredictAlgorithm(), MapAlgorithm(), SuggestAlgorithm(),
+                          EvaluateAlgorithm(), SampleAlgorithm(), AreaAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list:  # noqa: N802

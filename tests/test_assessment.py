@@ -197,7 +197,7 @@ def test_area_and_sample_refusals(tmp_path, small_scene, capsys):
     frame.to_file(tmp_path / "few.gpkg", engine="pyogrio")
     assert "no reference point falls on the mapped class(es) forest gain, stable forest, stable non-forest; " \
         "every mapped class needs points" in _refused(capsys, ["area", path, "--labels", str(tmp_path / "few.gpkg")])
-    assert "the sample is written as GeoPackage or GeoJSON; give a name ending in .gpkg or .geojson" in \
+    assert "points are written as GeoPackage or GeoJSON; give a name ending in .gpkg or .geojson" in \
         _refused(capsys, ["sample", path, "-o", str(tmp_path / "s.shp")])
     assert not (tmp_path / "s.shp").exists()
     assert "--points 0: draw at least 1 point" in _refused(capsys, ["sample", path, "-o", str(tmp_path / "s.gpkg"),

@@ -14,6 +14,7 @@ from cssd_geo import cli, config, flags
 STEPS = [("train", config.TrainConfig, ["s.tif", "--labels", "l.shp", "-o", "m.cssd"]),
          ("predict", config.PredictConfig, ["m.cssd", "s.tif", "-o", "x.tif"]),
          ("map", config.MapConfig, ["s.tif", "--labels", "l.shp", "-o", "x.tif"]),
+         ("suggest", config.SuggestConfig, ["m.cssd", "s.tif", "-o", "x.gpkg"]),
          ("evaluate", config.EvaluateConfig, ["x.tif", "--labels", "l.shp"]),
          ("sample", config.SampleConfig, ["x.tif", "-o", "s.gpkg"]),
          ("area", config.AreaConfig, ["x.tif", "--labels", "s.gpkg"])]

@@ -262,3 +262,27 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+POINT_FORMATS = (".gpkg", ".geojson")  # single-file vector formats, published whole like every output
+
+
+def check_point_output(path: str) -> None:
+    """Refuse a point layer name that is not GeoPackage or GeoJSON."""
+    if os.path.splitext(path)[1].lower() not in POINT_FORMATS:
+        raise CssdError(f"{path}: points are written as GeoPackage or GeoJSON; give a name ending in "
+                        f"{' or '.join(POINT_FORMATS)}")
+
+
+def write_points(frame: gpd.GeoDataFrame, path: str) -> None:
+    """Write a point layer to ``path`` (checked by :func:`check_point_output`) under a
+    temporary name, published when complete; the layer is named after the file."""
+    import re
+
+    from ..errors import writing
+    from ..outputs import output_file
+
+    with output_file(path) as tmp, writing(path):
+        os.unlink(tmp)  # GDAL creates the file itself
+        layer = re.sub(r"\W+", "_", os.path.splitext(os.path.basename(path))[0]).strip("_") or "points"
+        frame.to_file(tmp, engine="pyogrio", layer=layer)

@@ -38,7 +38,8 @@ def test_provider_lists_the_algorithms(qgis_app):
     provider = QgsApplication.processingRegistry().providerById("cssd")
     assert provider is not None and provider.name() == "CSSD"
     assert sorted(a.id() for a in provider.algorithms()) == ["cssd:area", "cssd:evaluate", "cssd:map",
-                                                            "cssd:predict", "cssd:sample", "cssd:train"]
+                                                            "cssd:predict", "cssd:sample", "cssd:suggest",
+                                                            "cssd:train"]
     train = QgsApplication.processingRegistry().algorithmById("cssd:train")
     names = [p.name() for p in train.parameterDefinitions()]
     main = [params.INPUT, params.LABELS, params.CLASS_FIELD, params.SHOTS, params.EPOCHS, params.PATCH, params.SEED,
@@ -205,6 +206,29 @@ def test_evaluate_with_the_model_leaves_out_its_training_pixels(trained_model, t
                                      params.OUTPUT: str(out)})
     trained = len(cssd_geo.load_model(trained_model).metadata["training_pixels"]["rows"])
     assert json.loads(out.read_text())["pixels"] == 10249 - trained > 0
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_suggest_writes_ranked_points_a_window_apart(trained_model, tmp_path, backend, backend_env):
+    import processing
+    from qgis.core import QgsVectorLayer
+
+    import cssd_geo
+    from cssd_geo.config import UNCERTAINTIES
+
+    assert params.MEASURES == UNCERTAINTIES
+    backend_env(backend)
+    out = tmp_path / "next.gpkg"
+    processing.run("cssd:suggest", {params.MODEL: str(trained_model), params.INPUT: str(SCENE), params.POINTS: 8,
+                                    params.MEASURE: 1, params.DEVICE: "cpu", params.OUTPUT: str(out)})
+    features = sorted(QgsVectorLayer(str(out), "next", "ogr").getFeatures(), key=lambda f: f["rank"])
+    assert [f["rank"] for f in features] == list(range(1, 9))
+    scores = [f["uncertainty"] for f in features]
+    assert scores == sorted(scores, reverse=True)
+    window = cssd_geo.load_model(trained_model).window
+    with rasterio.open(SCENE) as ds:
+        cells = [ds.index(f.geometry().asPoint().x(), f.geometry().asPoint().y()) for f in features]
+    assert min(max(abs(a[0] - b[0]), abs(a[1] - b[1])) for i, a in enumerate(cells) for b in cells[i + 1:]) >= window
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])

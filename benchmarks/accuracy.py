@@ -184,7 +184,7 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
     with torch.no_grad():
         aux = model.centre_logits(spectra.to(model.band_mean.device)).cpu().T.reshape(window.shape)
     both = combine_heads(window[None], aux[None])[0]
-    logits = both if heads == "both" else window
+    logits = {"both": both, "spectral": aux}.get(heads, window)
     return (ids[logits.argmax(0).numpy()], ids[aux.argmax(0).numpy()], ids[window.argmax(0).numpy()],
             ids[both.argmax(0).numpy()])
 

@@ -134,6 +134,21 @@ def test_svm_spatial_adds_the_neighbourhood_mean(bench):
     assert (predicted == labels).mean() > 0.9
 
 
+@pytest.mark.parametrize("heads", ["window", "both", "spectral"])
+def test_the_cssd_line_is_the_map_of_the_configured_heads(bench, heads):
+    rng = np.random.default_rng(0)
+    labels = np.ones((16, 16), dtype=np.int32)
+    labels[:, 8:] = 2
+    cube = rng.normal(0, 3, (16, 16, 6)) + labels[..., None]  # noisy: the three maps differ
+    scene = datasets.LabelledScene("toy", datasets.array_scene(cube, "toy"), labels,
+                                   datasets._classes({1: "a", 2: "b"}))
+    rows, cols = np.array([1, 5, 9, 10, 2, 6, 8, 11]), np.array([1, 2, 3, 4, 9, 10, 12, 13])
+    config = bench.method_config("cssd", {"epochs": 3, "patch": 3, "heads": heads, "device": "cpu"})
+    predicted, aux, window, both = bench.run_network(scene, rows, cols, config, None, [], {})
+    assert (window != aux).any() and (window != both).any() and (aux != both).any()
+    assert np.array_equal(predicted, {"window": window, "both": both, "spectral": aux}[heads])
+
+
 def test_docs_results_tables_are_the_report_of_the_saved_runs(bench):
     """Every table of docs/results.md is generated from results/ (python benchmarks/accuracy.py
     --update-doc docs/results.md): a table edited by hand, or runs saved without regenerating,

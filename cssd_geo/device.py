@@ -24,3 +24,14 @@ def resolve_device(name: str) -> torch.device:
                                 f"{torch.cuda.device_count()}); use cuda:0..cuda:{torch.cuda.device_count() - 1}")
         return torch.device(name)
     raise CssdError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N")
+
+
+def describe_device(device: torch.device, requested: str = "auto") -> str:
+    """The device for the log: ``cuda:0 (NVIDIA ...)``, or ``cpu`` with why: ``(no CUDA found)``
+    when ``auto`` found none, ``(as asked)`` for ``--device cpu``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if (requested or "auto").strip().lower() == "auto":
+        return "cpu (no CUDA found)"
+    return "cpu (as asked)"

@@ -16,7 +16,7 @@ import xarray as xr
 from .bands import match_bands, prepare
 from .blocks import BlockJob, Layer, block_outputs, default_chunk, predict_block
 from .config import PredictConfig
-from .device import resolve_device
+from .device import describe_device, resolve_device
 from .errors import CssdError, reading
 from .io.scene import open_scene, scene_grid, scene_nodata
 from .io.writers import GeoTiffMaps, MapWriter, ZarrMapWriter, map_encoding, side_outputs, write_quicklook
@@ -52,6 +52,8 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     extra = side_outputs(names.output, layers) if not names.zarr else {}
     _check_request(names, config, isinstance(model, CSSD), extra)
     device = resolve_device(config.device) if not config.scheduler else None
+    if device is not None:
+        progress.message(f"device: {describe_device(device, config.device)}")
     net = model if isinstance(model, CSSD) else load_model(model)
     raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     bands = match_bands(raw, net.metadata, net.bands, names.scene, names.model)

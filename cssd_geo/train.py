@@ -17,7 +17,7 @@ import xarray as xr
 from .bands import choose_bands, prepare
 from .classes import ClassInfo
 from .config import TrainConfig
-from .device import resolve_device
+from .device import describe_device, resolve_device
 from .errors import CssdError, reading
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
 from .io.vector import LabelRaster, rasterize_labels, read_labels
@@ -73,6 +73,7 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
     output = check_output(output, config.overwrite, inputs=(scene_path, labels))
     for path in training_outputs(output).values():
         check_output(path, config.overwrite, inputs=(scene_path, labels))
+    progress.message(f"device: {describe_device(device, config.device)}")
     start = time.perf_counter()
     raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     grid = scene_grid(raw)

@@ -88,12 +88,12 @@ def raster_path(layer: QgsRasterLayer | None, what: str) -> str:
 
 
 class _Algorithm(QgsProcessingAlgorithm):
+    """Runs in Processing's background thread (no FlagNoThreading): the QGIS window stays
+    responsive; progress and messages reach the dialog through the feedback, and Cancel is
+    read from it between chunks and epochs."""
+
     def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802 (QGIS API)
         return type(self)()
-
-    def flags(self) -> QgsProcessingAlgorithm.Flags:
-        # cssd-geo uses its own threads and the raster files directly
-        return super().flags() | QgsProcessingAlgorithm.FlagNoThreading
 
 
 class TrainAlgorithm(_Algorithm):

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from cssd_geo import cli
 from tests.conftest import CRS, make_cube, write_scene
@@ -151,6 +152,11 @@ def test_json_progress_lines(trained, tmp_path, capsys):
     assert stage == {"stage": "predict", "total": 9}  # 36 x 42 px in 16 px chunks: 3 x 3
     assert sum(e.get("advance", 0) for e in events) == 9
     assert any("map written to" in e.get("message", "") for e in events)
+    # which device runs it: the trained fixture asked for the CPU; auto finds no CUDA on a CPU-only torch
+    assert {"message": "device: cpu (no CUDA found)"} in events or torch.cuda.is_available()
+    assert cli.main(["--json-progress", "predict", str(model), scene, "-o", str(tmp_path / "c.tif"),
+                     "--device", "cpu"]) == 0
+    assert {"message": "device: cpu (as asked)"} in [json.loads(line) for line in capsys.readouterr().err.splitlines()]
 
 
 @pytest.mark.parametrize("command, kind", [("train", "TrainConfig"), ("predict", "PredictConfig"),

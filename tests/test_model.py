@@ -248,3 +248,12 @@ def test_plain_cnn_loss_is_the_patch_cross_entropy():
     loss = distillation_loss(patch_logits, aux_logits, target, 2.0, 0.3, auxiliary=False)
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(patch_logits, target))
     assert loss.grad_fn is None  # the auxiliary head gets no gradient
+
+
+def test_the_device_is_described_for_the_log(monkeypatch):
+    from cssd_geo.device import describe_device
+
+    assert describe_device(torch.device("cpu"), "auto") == "cpu (no CUDA found)"
+    assert describe_device(torch.device("cpu"), "cpu") == "cpu (as asked)"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"NVIDIA Test GPU {index}")
+    assert describe_device(torch.device("cuda:1")) == "cuda:1 (NVIDIA Test GPU 1)"

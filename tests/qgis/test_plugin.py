@@ -274,6 +274,59 @@ def test_sample_then_area(qgis_app, tmp_path, backend, backend_env):
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "executable"])
+def test_cancel_during_training_from_a_background_thread(qgis_app, tmp_path, backend, backend_env):
+    """As the Processing dialog runs it: the algorithm in a background task (it does not ask
+    for the main thread); the log names the device; Cancel during training stops the run and
+    leaves no model."""
+    import threading
+    import time
+
+    from qgis.core import (
+        QgsApplication,
+        QgsProcessingAlgorithm,
+        QgsProcessingAlgRunnerTask,
+        QgsProcessingContext,
+        QgsProcessingFeedback,
+    )
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+            self.threads: set[int] = set()
+
+        def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
+            self.lines.append(info)
+            self.threads.add(threading.get_ident())
+            if info.startswith("epoch"):  # training is under way: the user presses Cancel
+                self.cancel()
+
+        def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+            self.lines.append(error)
+
+    backend_env(backend)
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById("cssd:train")
+    assert not algorithm.flags() & QgsProcessingAlgorithm.FlagNoThreading
+    out = tmp_path / "model.cssd"
+    context, feedback, finished = QgsProcessingContext(), Feedback(), []
+    task = QgsProcessingAlgRunnerTask(algorithm, {
+        params.INPUT: str(SCENE), params.LABELS: str(FIELDS), params.CLASS_FIELD: "class_id", params.SHOTS: 8,
+        params.EPOCHS: 200, params.PATCH: 5, params.DEVICE: "cpu", params.OUTPUT: str(out)}, context, feedback)
+    task.executed.connect(lambda ok, results: finished.append(ok))
+    QgsApplication.taskManager().addTask(task)
+    deadline = time.monotonic() + 300
+    while not finished and time.monotonic() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.05)
+    assert finished == [False], feedback.lines[-5:]
+    assert "device: cpu (as asked)" in feedback.lines
+    assert any(line.startswith("epoch") for line in feedback.lines)
+    assert any("cancelled" in line for line in feedback.lines), feedback.lines[-5:]
+    assert threading.get_ident() not in feedback.threads  # the work ran off the main thread
+    assert not out.exists() and not list(tmp_path.glob(".model.cssd.partial-*"))
+
+
+@pytest.mark.parametrize("backend", ["inprocess", "executable"])
 def test_cancel_stops_predict_and_leaves_no_output(trained_model, tmp_path, backend, backend_env):
     import processing
     from qgis.core import QgsProcessingException, QgsProcessingFeedback

@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -30,7 +31,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from . import backend
+from . import backend, runtime
 from . import parameters as params
 
 VECTOR_FORMATS = ["shp", "gpkg", "geojson"]  # what cssd-geo reads directly; other layers are exported
@@ -446,3 +447,32 @@ class SuggestAlgorithm(_Algorithm):
                                 feedback).splitlines():
             feedback.pushInfo(line)
         return {params.OUTPUT: output}
+
+
+class InstallRuntimeAlgorithm(_Algorithm):
+    """cssd:installruntime — the CSSD runtime in the QGIS profile (see runtime.py)."""
+
+    def name(self) -> str:
+        return "installruntime"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Install or update CSSD runtime"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Installs what the CSSD algorithms run on, once: a Python environment in the QGIS profile folder "
+                "with cssd-geo (shipped with this plugin) and torch, downloaded by pip from the package index "
+                "(pip's own settings, such as a mirror or a proxy, apply). Torch is the CPU build, or the CUDA "
+                "build when an NVIDIA driver is found; the Torch requirement overrides that (for example "
+                "'torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126'). Run it again after "
+                "updating the plugin. Needs a few GB of disk and a few minutes.")
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterString(params.TORCH, "Torch requirement (empty: automatic)",
+                                                       defaultValue="", optional=True))
+        self.addOutput(QgsProcessingOutputString(params.EXECUTABLE, "cssd-geo executable"))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        executable = runtime.install(feedback, self.parameterAsString(parameters, params.TORCH, context) or "")
+        feedback.pushInfo(f"the CSSD algorithms now run {executable}")
+        return {params.EXECUTABLE: executable}

@@ -27,6 +27,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
+from . import runtime
+
 if TYPE_CHECKING:
     from cssd_geo import Progress
 
@@ -35,13 +37,6 @@ EXECUTABLE_SETTING = "CSSD_EXECUTABLE"
 BACKENDS = ("auto", "in QGIS", "executable")
 # the same choices from the environment (batch scripts, tests): CSSD_GEO_BACKEND=auto|inprocess|executable
 ENV_BACKEND, ENV_EXECUTABLE = "CSSD_GEO_BACKEND", "CSSD_GEO_EXECUTABLE"
-INSTALL_HINT = ("install cssd-geo into a Python environment (python3 -m venv cssd; cssd/bin/pip install "
-                "cssd-geo) and set its executable under Settings > Options > Processing > Providers > CSSD "
-                "(or the CSSD_GEO_EXECUTABLE environment variable)")
-# variables of QGIS's own Python and GDAL that must not leak into another environment's cssd-geo
-_QGIS_ONLY_ENV = ("PYTHONPATH", "PYTHONHOME", "GDAL_DATA", "GDAL_DRIVER_PATH", "PROJ_LIB", "PROJ_DATA")
-
-
 def _setting(name: str) -> str:
     try:
         from processing.core.ProcessingConfig import ProcessingConfig
@@ -66,34 +61,29 @@ def library_importable() -> bool:
 
 
 def executable() -> str:
-    """The configured cssd-geo executable, or the one on PATH, or ""."""
+    """The cssd-geo executable to run: the one set (environment or settings), else the CSSD
+    runtime's (cssd:installruntime), else one on PATH, else ""."""
     path = os.environ.get(ENV_EXECUTABLE) or _setting(EXECUTABLE_SETTING)
     if path:
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise QgsProcessingException(f"cssd-geo executable {path!r} does not exist or cannot be run; "
-                                         f"fix the path, or {INSTALL_HINT}")
+                                         f"fix the path, or {runtime.HINT}")
         return path
-    return shutil.which("cssd-geo") or ""
+    return runtime.installed_executable() or shutil.which("cssd-geo") or ""
 
 
 def choose() -> str:
-    """``"inprocess"`` or ``"executable"``, from the settings and what is installed."""
+    """``"inprocess"`` or ``"executable"``, from the settings and what is installed. Running
+    inside QGIS's Python is opt-in ("in QGIS"): ``auto`` means the executable."""
     wanted = (os.environ.get(ENV_BACKEND) or _setting(BACKEND_SETTING) or "auto").lower().replace(" ", "")
     if wanted in ("inqgis", "inprocess"):
         if not library_importable():
-            raise QgsProcessingException(f"QGIS's Python ({sys.executable}) cannot import cssd_geo; "
-                                         f"install it there, or {INSTALL_HINT}")
-        return "inprocess"
-    if wanted == "executable":
-        if not executable():
-            raise QgsProcessingException(f"no cssd-geo executable is set and none is on PATH; {INSTALL_HINT}")
-        return "executable"
-    if library_importable():
+            raise QgsProcessingException(f"QGIS's Python ({sys.executable}) cannot import cssd_geo; install it there, "
+                                         f"or use the runtime: {runtime.HINT}, and set the backend to auto")
         return "inprocess"
     if executable():
         return "executable"
-    raise QgsProcessingException(f"cssd-geo is not available: QGIS's Python cannot import cssd_geo and no "
-                                 f"cssd-geo executable is set; {INSTALL_HINT}")
+    raise QgsProcessingException(f"cssd-geo is not installed for QGIS yet: {runtime.HINT}")
 
 
 def run(command: str, inputs: dict[str, str], options: dict[str, Any], feedback: QgsProcessingFeedback) -> str:
@@ -107,8 +97,79 @@ def run(command: str, inputs: dict[str, str], options: dict[str, Any], feedback:
 
 # --- inside QGIS's Python ----------------------------------------------------------------------
 
+_GEOMETRY_CHECKED: list[bool] = []  # the self-check passed in this QGIS process
+
+
+def geometry_self_check() -> None:
+    """Before cssd_geo runs inside QGIS: read a known polygon (lon/lat), reproject it to UTM
+    and rasterise it on 30 m pixels with cssd_geo's own readers. The GEOS/GDAL/PROJ libraries
+    of the shapely, pyogrio and pyproj wheels can clash with QGIS's own in one process, and
+    then every label arrives empty; refuse with the runtime's hint instead."""
+    if _GEOMETRY_CHECKED:
+        return
+    import tempfile
+
+    clashing = _own_geometry_libraries() if _qgis_program() else []
+    if clashing:  # importing them would already doom the process: refuse before that
+        raise QgsProcessingException(
+            f"cssd-geo inside QGIS's Python failed its geometry self-check ({' and '.join(clashing)} bring their own "
+            f"PROJ/GDAL libraries, which clash with QGIS's own in one process: labels come out empty and QGIS "
+            f"crashes when it exits). Use the runtime: {runtime.HINT}, and set the backend to auto")
+    try:
+        from rasterio.crs import CRS
+        from rasterio.transform import from_origin
+
+        from cssd_geo.io.scene import Grid
+        from cssd_geo.io.vector import rasterize_labels, read_labels
+
+        square = [[13.40, 52.50], [13.41, 52.50], [13.41, 52.51], [13.40, 52.51], [13.40, 52.50]]
+        with tempfile.TemporaryDirectory(prefix="cssd-self-check-") as tmp:
+            path = os.path.join(tmp, "square.geojson")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump({"type": "FeatureCollection", "features": [{
+                    "type": "Feature", "properties": {"class_id": 1},
+                    "geometry": {"type": "Polygon", "coordinates": [square]}}]}, f)
+            labels = read_labels(path, CRS.from_epsg(32633), "class_id")
+            grid = Grid(CRS.from_epsg(32633), from_origin(380000.0, 5830000.0, 30.0, 30.0), 1000, 1000)
+            pixels = int((rasterize_labels(labels, grid).index >= 0).sum())
+        detail = f"a 677 m x 1113 m square covered {pixels} pixels of 30 m instead of about 837"
+        ok = 700 < pixels < 1000
+    except Exception as exc:  # any failure of the libraries is the finding
+        detail, ok = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", False
+    if not ok:
+        raise QgsProcessingException(
+            f"cssd-geo inside QGIS's Python failed its geometry self-check ({detail}): the geometry libraries "
+            f"of its Python packages clash with QGIS's own here, and labels would be lost. Use the runtime: "
+            f"{runtime.HINT}, and set the backend to auto")
+    _GEOMETRY_CHECKED.append(True)
+
+
+def _own_geometry_libraries() -> list[str]:
+    """The packages among pyproj and pyogrio whose wheels carry their own PROJ/GDAL (a
+    ``<name>.libs`` folder beside the package, or ``.dylibs`` inside it), found without
+    importing them. Imported into a QGIS program, each of them crashed it at exit (measured
+    with Debian's QGIS 3.22: qgis_process ended in SIGABRT or SIGSEGV)."""
+    found = []
+    for name in ("pyproj", "pyogrio"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            continue
+        package = Path(spec.origin).parent
+        if (package.parent / f"{name}.libs").is_dir() or (package / ".dylibs").is_dir():
+            found.append(name)
+    return found
+
+
+def _qgis_program() -> bool:
+    """Whether this Python runs inside a QGIS program (qgis, qgis_process) rather than a Python
+    interpreter that imported QGIS (where the libraries load in another order, as under pytest)."""
+    exe = os.path.realpath("/proc/self/exe") if os.path.exists("/proc/self/exe") else sys.executable
+    return not Path(exe).name.lower().startswith("python")
+
+
 def _run_in_process(command: str, inputs: dict[str, str], options: dict[str, Any],
                     feedback: QgsProcessingFeedback) -> str:
+    geometry_self_check()
     import cssd_geo
     from cssd_geo.config import from_options
 
@@ -204,8 +265,7 @@ def _run_executable(command: str, inputs: dict[str, str], options: dict[str, Any
                     feedback: QgsProcessingFeedback) -> str:
     argv = [executable()] + command_line(command, inputs, options)
     feedback.pushCommandInfo(" ".join(argv))
-    env = {k: v for k, v in os.environ.items() if k not in _QGIS_ONLY_ENV}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=runtime.clean_env())
     lines: queue.Queue[str] = queue.Queue()
     out: list[str] = []
     readers = [threading.Thread(target=_pump, args=(proc.stderr, lines.put), daemon=True),

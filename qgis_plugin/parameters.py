@@ -26,6 +26,9 @@ POINTS = "POINTS"
 MIN_PER_CLASS = "MIN_PER_CLASS"
 OUTPUT_JSON = "OUTPUT_JSON"
 OUTPUT_MODEL = "OUTPUT_MODEL"  # cssd:map: where to keep the model (optional)
+# cssd:installruntime
+TORCH = "TORCH"  # the torch requirement (empty: automatic)
+EXECUTABLE = "EXECUTABLE"  # output: the runtime's cssd-geo
 # cssd:suggest (MODEL, INPUT: the raster, POINTS, DEVICE, OUTPUT: the points)
 SPACING = "SPACING"  # 0: the model's window
 MEASURE = "MEASURE"

@@ -1,4 +1,5 @@
-"""The plugin object: registers the CSSD Processing provider, nothing else."""
+"""The plugin object: registers the CSSD Processing provider and, in the QGIS window, offers to
+install the CSSD runtime when there is none yet."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,6 +22,35 @@ class CssdPlugin:
 
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
+        if self.iface is not None:
+            self.offer_runtime()
+
+    def offer_runtime(self) -> None:
+        """A message bar entry with an Install button while no cssd-geo can run the algorithms."""
+        from qgis.core import Qgis, QgsProcessingException
+        from qgis.PyQt.QtWidgets import QPushButton
+
+        from . import backend
+
+        try:
+            backend.choose()
+            return  # a runtime, an executable or the in-QGIS route is there
+        except QgsProcessingException:
+            pass
+        bar = self.iface.messageBar()
+        message = bar.createMessage("CSSD", "the CSSD algorithms need their runtime (cssd-geo and torch), "
+                                            "installed once into this QGIS profile")
+        button = QPushButton("Install…")
+        button.clicked.connect(self.open_installer)
+        message.layout().addWidget(button)
+        bar.pushWidget(message, Qgis.Info)
+
+    @staticmethod
+    def open_installer() -> None:
+        """The dialog of cssd:installruntime."""
+        import processing
+
+        processing.execAlgorithmDialog("cssd:installruntime")
 
     def unload(self) -> None:
         if self.provider is not None:

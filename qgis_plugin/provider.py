@@ -8,6 +8,7 @@ from qgis.PyQt.QtGui import QIcon
 from .algorithms import (
     AreaAlgorithm,
     EvaluateAlgorithm,
+    InstallRuntimeAlgorithm,
     MapAlgorithm,
     PredictAlgorithm,
     SampleAlgorithm,
@@ -21,7 +22,7 @@ ICON = os.path.join(os.path.dirname(__file__), "icon.png")
 
 class CssdProvider(QgsProcessingProvider):
     """Provider id ``cssd``: algorithms ``cssd:train``, ``cssd:predict``, ``cssd:map``,
-    ``cssd:suggest``, ``cssd:evaluate``, ``cssd:sample`` and ``cssd:area``."""
+    ``cssd:suggest``, ``cssd:evaluate``, ``cssd:sample``, ``cssd:area`` and ``cssd:installruntime``."""
 
     def id(self) -> str:
         return "cssd"
@@ -42,10 +43,11 @@ class CssdProvider(QgsProcessingProvider):
             return super().load()
         ProcessingConfig.settingIcons[self.name()] = self.icon()
         ProcessingConfig.addSetting(Setting(
-            self.name(), BACKEND_SETTING, "Run cssd-geo (auto: in QGIS's Python when it can import cssd_geo, "
-            "else through the executable)", BACKENDS[0], valuetype=Setting.SELECTION, options=list(BACKENDS)))
+            self.name(), BACKEND_SETTING, "Run cssd-geo (auto: the CSSD runtime or the executable below; in QGIS: "
+            "QGIS's own Python, which must import cssd_geo)", BACKENDS[0], valuetype=Setting.SELECTION,
+            options=list(BACKENDS)))
         ProcessingConfig.addSetting(Setting(
-            self.name(), EXECUTABLE_SETTING, "cssd-geo executable (e.g. /path/to/venv/bin/cssd-geo)", "",
+            self.name(), EXECUTABLE_SETTING, "cssd-geo executable (empty: the CSSD runtime's)", "",
             valuetype=Setting.FILE))
         ProcessingConfig.readSettings()
         return super().load()
@@ -60,7 +62,7 @@ class CssdProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802
         for algorithm in (TrainAlgorithm(), PredictAlgorithm(), MapAlgorithm(), SuggestAlgorithm(),
-                          EvaluateAlgorithm(), SampleAlgorithm(), AreaAlgorithm()):
+                          EvaluateAlgorithm(), SampleAlgorithm(), AreaAlgorithm(), InstallRuntimeAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list:  # noqa: N802

@@ -1,12 +1,15 @@
 """Build the zip that QGIS installs from Plugins > Manage and Install Plugins > Install from ZIP.
 
 The zip holds the qgis_plugin/ folder without caches, its metadata.txt given the package's version,
-and cssd_geo/flags.py (the CLI's flags, standard library only) as qgis_plugin/flags.py.
+cssd_geo/flags.py (the CLI's flags, standard library only) as qgis_plugin/flags.py, and the
+cssd-geo wheel (built here with pip) in qgis_plugin/wheels/, which cssd:installruntime installs.
 Usage: python tools/build_qgis_plugin.py [OUT.zip]"""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -30,6 +33,16 @@ def metadata() -> str:
     return "\n".join(lines + [f"version={package_version()}"]) + "\n"
 
 
+def wheel(folder: Path) -> Path:
+    """Build the cssd-geo wheel (no dependencies) into ``folder`` with this Python's pip."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder),
+                    str(ROOT)], check=True)
+    found = sorted(folder.glob("cssd_geo-*.whl"))
+    if len(found) != 1:
+        raise SystemExit(f"pip wheel gave {[p.name for p in found]} in {folder}, not one cssd-geo wheel")
+    return found[0]
+
+
 def build(out: Path) -> Path:
     """Write the plugin zip to ``out`` (its top folder is qgis_plugin/, the plugin's name)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +57,9 @@ def build(out: Path) -> Path:
                 z.write(path, name)
         # the CLI's flag table, which the executable backend writes command lines with (qgis_plugin/backend.py)
         z.write(ROOT / "cssd_geo" / "flags.py", "qgis_plugin/flags.py")
+        with tempfile.TemporaryDirectory() as tmp:  # the package the runtime installs (qgis_plugin/runtime.py)
+            built = wheel(Path(tmp))
+            z.write(built, f"qgis_plugin/wheels/{built.name}")
     return out
 
 

@@ -18,6 +18,7 @@ def qgis_app(tmp_path_factory):
     from qgis.core import QgsApplication
 
     os.environ.update(headless_env(str(tmp_path_factory.mktemp("qgis-profile"))))
+    os.environ.setdefault("CSSD_GEO_BACKEND", "inprocess")  # opt in: these tests run cssd_geo in QGIS's Python
     QgsApplication.setPrefixPath("/usr", True)
     app = QgsApplication([], False)
     app.initQgis()

@@ -37,9 +37,9 @@ def test_provider_lists_the_algorithms(qgis_app):
 
     provider = QgsApplication.processingRegistry().providerById("cssd")
     assert provider is not None and provider.name() == "CSSD"
-    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:area", "cssd:evaluate", "cssd:map",
-                                                            "cssd:predict", "cssd:sample", "cssd:suggest",
-                                                            "cssd:train"]
+    assert sorted(a.id() for a in provider.algorithms()) == ["cssd:area", "cssd:evaluate", "cssd:installruntime",
+                                                            "cssd:map", "cssd:predict", "cssd:sample",
+                                                            "cssd:suggest", "cssd:train"]
     train = QgsApplication.processingRegistry().algorithmById("cssd:train")
     names = [p.name() for p in train.parameterDefinitions()]
     main = [params.INPUT, params.LABELS, params.CLASS_FIELD, params.SHOTS, params.EPOCHS, params.PATCH, params.SEED,
@@ -369,29 +369,84 @@ def test_a_layer_without_a_file_is_refused(qgis_app):
         raster_path(WmsLayer(), "Hyperspectral raster")
 
 
-def test_missing_cssd_geo_says_what_to_install(qgis_app, monkeypatch, tmp_path):
+def test_without_a_runtime_the_algorithms_name_the_installer(qgis_app, monkeypatch, tmp_path):
+    """Auto never runs inside QGIS's Python (opt-in): without an executable it names
+    cssd:installruntime, even when QGIS's Python can import cssd_geo."""
     from qgis.core import QgsProcessingException
 
     from qgis_plugin import backend
 
-    monkeypatch.setattr(backend, "library_importable", lambda: False)
     monkeypatch.setenv("CSSD_GEO_BACKEND", "auto")
     monkeypatch.delenv("CSSD_GEO_EXECUTABLE", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(QgsProcessingException, match="pip install cssd-geo.*Providers > CSSD"):
+    assert backend.library_importable()  # this test environment has cssd_geo
+    with pytest.raises(QgsProcessingException, match=r"not installed for QGIS yet: run 'Install or update CSSD "
+                                                     r"runtime' \(cssd:installruntime\)"):
+        backend.choose()
+    monkeypatch.setenv("CSSD_GEO_BACKEND", "inprocess")
+    assert backend.choose() == "inprocess"
+    monkeypatch.setattr(backend, "library_importable", lambda: False)
+    with pytest.raises(QgsProcessingException, match="cannot import cssd_geo.*cssd:installruntime"):
         backend.choose()
 
 
-def _qgis_process(args, config_dir, plugin_path=None, **env):
-    """Run qgis_process as a batch script would: its own Python, which cannot import cssd_geo."""
-    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+def test_the_geometry_self_check_refuses_broken_geometry(qgis_app, monkeypatch):
+    """In QGIS's Python, cssd_geo first reads, reprojects and rasterises a known square; labels
+    that come out empty (the clash of geometry libraries) stop it with the runtime's name."""
+    from qgis.core import QgsProcessingException
+
+    import cssd_geo.io.vector
+    from qgis_plugin import backend
+
+    monkeypatch.setattr(backend, "_GEOMETRY_CHECKED", [])
+    backend.geometry_self_check()  # this environment's libraries work
+    assert backend._GEOMETRY_CHECKED == [True]
+    monkeypatch.setattr(backend, "_GEOMETRY_CHECKED", [])
+    broken = cssd_geo.io.vector.CssdError("the labels cover no pixel centre of the scene")
+
+    def empty(*args, **kwargs):
+        raise broken
+
+    monkeypatch.setattr(cssd_geo.io.vector, "rasterize_labels", empty)
+    with pytest.raises(QgsProcessingException, match=r"failed its geometry self-check \(CssdError: the labels cover "
+                                                     r"no pixel.*cssd:installruntime"):
+        backend.geometry_self_check()
+
+
+def test_the_runtime_pins_the_tested_torch_and_honours_pips_configuration(qgis_app, monkeypatch):
+    import re
+
+    from qgis_plugin import runtime
+
+    has_a_source = runtime.pip_has_a_source
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^TORCH_SPEC \?= (.+)$", makefile, re.MULTILINE).group(1) == runtime.TORCH_DEFAULT
+    monkeypatch.setattr(runtime, "nvidia_driver", lambda: False)
+    monkeypatch.setattr(runtime, "pip_has_a_source", lambda python: False)
+    assert runtime.torch_arguments("", "python") == [runtime.TORCH_DEFAULT, "--extra-index-url", runtime.CPU_INDEX]
+    monkeypatch.setattr(runtime, "pip_has_a_source", lambda python: True)  # a mirror, find-links: pip decides
+    assert runtime.torch_arguments("", "python") == [runtime.TORCH_DEFAULT]
+    monkeypatch.setattr(runtime, "pip_has_a_source", lambda python: False)
+    monkeypatch.setattr(runtime, "nvidia_driver", lambda: True)  # PyPI's Linux build carries CUDA
+    assert runtime.torch_arguments("", "python") == [runtime.TORCH_DEFAULT]
+    assert runtime.torch_arguments("torch==2.13.0 --index-url https://example.org/cu126", "python") == \
+        ["torch==2.13.0", "--index-url", "https://example.org/cu126"]
+    monkeypatch.setenv("PIP_FIND_LINKS", "/somewhere")
+    assert has_a_source(sys.executable)
+
+
+def _qgis_process(args, config_dir, plugin_path=None, timeout=300, **env):
+    """Run qgis_process as a batch script would: its own Python, which cannot import cssd_geo, and
+    no CSSD_GEO_* variable but those given."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith("CSSD_GEO_")}
     if os.environ.get("VIRTUAL_ENV"):  # an activated venv's python on PATH would become QGIS's embedded one
         venv_bin = os.path.join(os.environ["VIRTUAL_ENV"], "bin")
         base["PATH"] = os.pathsep.join(p for p in base.get("PATH", "").split(os.pathsep) if p != venv_bin)
     base.update(headless_env(str(config_dir)), **env)
     if plugin_path:
         base["QGIS_PLUGINPATH"] = str(plugin_path)
-    return subprocess.run([QGIS_PROCESS, *args], env=base, capture_output=True, text=True, timeout=300)
+    return subprocess.run([QGIS_PROCESS, *args], env=base, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed")
@@ -468,3 +523,63 @@ def test_errors_reach_qgis_as_the_cli_says_them(qgis_app, tmp_path, backend, bac
     with pytest.raises(QgsProcessingException, match=r"fake.cssd: not a cssd-geo model file"):
         processing.run("cssd:predict", {params.MODEL: str(fake), params.INPUT: str(SCENE), params.OUTPUT: str(out)})
     assert not out.exists()
+
+
+@pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed")
+def test_a_new_user_installs_the_runtime_and_maps_from_a_clean_profile(tmp_path):
+    """The route with no terminal: a clean profile, no CSSD_GEO_* variable; the zip installed,
+    cssd:installruntime (the runtime from the package index through pip's own configuration),
+    then cssd:map on the example, all through qgis_process."""
+    archive = tmp_path / "cssd_geo_qgis.zip"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "build_qgis_plugin.py"), str(archive)], check=True)
+    profile = tmp_path / "profile"
+    plugins = profile / "profiles" / "default" / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as z:
+        assert [n for n in z.namelist() if n.startswith("qgis_plugin/wheels/cssd_geo-")]
+        z.extractall(plugins)
+    assert _qgis_process(["plugins", "enable", "qgis_plugin"], profile).returncode == 0
+    refused = _qgis_process(["run", "cssd:train", "--", f"{params.INPUT}={SCENE}", f"{params.LABELS}={FIELDS}",
+                             f"{params.OUTPUT}={tmp_path / 'm.cssd'}"], profile)
+    assert refused.returncode != 0 and "cssd:installruntime" in refused.stdout + refused.stderr
+    installed = _qgis_process(["--json", "run", "cssd:installruntime"], profile, timeout=1500)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    executable = json.loads(installed.stdout[installed.stdout.index("{"):])["results"][params.EXECUTABLE]
+    assert executable.startswith(str(profile)) and os.access(executable, os.X_OK)
+    out = tmp_path / "map.tif"
+    mapped = _qgis_process(["--json", "run", "cssd:map", "--", f"{params.INPUT}={SCENE}", f"{params.LABELS}={FIELDS}",
+                            f"{params.CLASS_FIELD}=class_id", f"{params.SHOTS}=2", f"{params.EPOCHS}=1",
+                            f"{params.PATCH}=3", f"{params.DEVICE}=cpu", f"{params.OUTPUT}={out}"], profile)
+    assert mapped.returncode == 0, mapped.stdout[-3000:] + mapped.stderr[-3000:]
+    log = json.dumps(json.loads(mapped.stdout[mapped.stdout.index("{"):])["log"])
+    assert executable in log and "device: cpu (as asked)" in log
+    with rasterio.open(SCENE) as scene, rasterio.open(out) as m:
+        assert (m.crs, m.transform, m.shape) == (scene.crs, scene.transform, scene.shape)
+        names = {int(k[6:]): v for k, v in m.tags(1).items() if k.startswith("CLASS_")}
+        assert len(names) == 16 and "Woods" in names.values() and set(names) <= set(m.colormap(1))
+    assert (tmp_path / "map.qml").exists()
+
+
+@pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed")
+def test_in_qgis_python_training_trains_or_refuses_and_never_crashes(tmp_path):
+    """cssd-geo importable in QGIS's own Python (the packages of this test environment on its
+    path) and the in-QGIS backend chosen: qgis_process either trains a model from the labels or
+    refuses with the self-check's message; it never trains on empty labels and never crashes."""
+    import sysconfig
+
+    assert _qgis_process(["plugins", "enable", "qgis_plugin"], tmp_path / "profile", ROOT).returncode == 0
+    out = tmp_path / "m.cssd"
+    run = _qgis_process(["run", "cssd:train", "--", f"{params.INPUT}={SCENE}", f"{params.LABELS}={FIELDS}",
+                         f"{params.CLASS_FIELD}=class_id", f"{params.SHOTS}=2", f"{params.EPOCHS}=1",
+                         f"{params.PATCH}=3", f"{params.DEVICE}=cpu", f"{params.OUTPUT}={out}"],
+                        tmp_path / "profile", ROOT, CSSD_GEO_BACKEND="inprocess",
+                        PYTHONPATH=os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]))
+    text = run.stdout + run.stderr
+    print(text[-3000:])
+    assert run.returncode >= 0 and "double free" not in text and "corruption" not in text  # no crash
+    if run.returncode == 0:
+        import cssd_geo
+
+        assert len(cssd_geo.load_model(out).metadata["training_pixels"]["rows"]) == 2 * 16
+    else:
+        assert "failed its geometry self-check" in text and not out.exists()

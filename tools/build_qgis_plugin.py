@@ -55,6 +55,7 @@ def build(out: Path) -> Path:
                 z.writestr(name, metadata())
             else:
                 z.write(path, name)
+        z.write(ROOT / "LICENSE", "qgis_plugin/LICENSE")  # the plugin repository asks for the licence in the zip
         # the CLI's flag table, which the executable backend writes command lines with (qgis_plugin/backend.py)
         z.write(ROOT / "cssd_geo" / "flags.py", "qgis_plugin/flags.py")
         with tempfile.TemporaryDirectory() as tmp:  # the package the runtime installs (qgis_plugin/runtime.py)

@@ -478,6 +478,13 @@ def test_plugin_zip_installs_into_a_clean_profile(trained_model, tmp_path):
     with zipfile.ZipFile(archive) as z:
         assert not [n for n in z.namelist() if "__pycache__" in n or not n.startswith("qgis_plugin/")]
         assert "qgis_plugin/flags.py" in z.namelist()  # the CLI's flag table, for the executable backend
+        # the plugin repository's packaging rules: one top folder, the licence, no caches or hidden files
+        assert "qgis_plugin/LICENSE" in z.namelist()
+        assert not [n for n in z.namelist() if n.endswith(".pyc") or "/." in n]
+        metadata = z.read("qgis_plugin/metadata.txt").decode()
+        for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author", "icon",
+                    "experimental", "changelog"):
+            assert f"\n{key}=" in metadata, key
         z.extractall(plugins)
     enabled = _qgis_process(["plugins", "enable", "qgis_plugin"], tmp_path / "profile")
     assert enabled.returncode == 0, enabled.stderr

@@ -63,7 +63,7 @@ from cssd_geo.metrics import compute_metrics  # noqa: E402
 from cssd_geo.model import CSSD, ModelConfig  # noqa: E402
 from cssd_geo.model.cssd import combine_heads  # noqa: E402
 from cssd_geo.selection import HEADS, cross_validate  # noqa: E402
-from cssd_geo.train import train_model  # noqa: E402
+from cssd_geo.training import train_model  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 # name: option changes from the defaults (CSSD; names as cssd_geo.config.option_names), or None

@@ -9,13 +9,18 @@ from typing import Any
 
 from . import __version__
 from .config import (
+    HEADS,
+    POOLINGS,
     PRECISIONS,
+    REFINERS,
+    SAMPLINGS,
     SCHEDULES,
     UNCERTAINTIES,
     AreaConfig,
     Config,
     EvaluateConfig,
     MapConfig,
+    ModelConfig,
     PredictConfig,
     SampleConfig,
     SuggestConfig,
@@ -25,9 +30,7 @@ from .config import (
 )
 from .errors import CssdError, first_line
 from .flags import flag
-from .model.cssd import HEADS, POOLINGS, REFINERS, ModelConfig
 from .progress import JsonLinesProgress, TqdmProgress
-from .sampling import SAMPLINGS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,7 +226,7 @@ def _config(kind: type[Config], args: argparse.Namespace) -> Config:
 
 def _run(args: argparse.Namespace, progress: TqdmProgress | JsonLinesProgress) -> None:
     if args.command == "train":
-        from .train import train
+        from .training import train
 
         train(args.scene, args.labels, args.output, _config(TrainConfig, args), progress)
     elif args.command == "predict":

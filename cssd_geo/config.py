@@ -1,7 +1,8 @@
-"""Options of the train / predict / evaluate steps, shared by the CLI and the QGIS plugin.
+"""Options of every step, shared by the CLI and the QGIS plugin.
 
 Each step's options are one dataclass; the model's own hyperparameters are
-:class:`~cssd_geo.model.ModelConfig`, carried whole in ``TrainConfig.model``. The CLI and the
+:class:`ModelConfig`, carried whole in ``TrainConfig.model``. Standard library only (no torch,
+no GDAL), so that the command line parses and refuses bad arguments at once. The CLI and the
 QGIS plugin name options by their field names and build configs with :func:`from_options`.
 """
 from __future__ import annotations
@@ -9,12 +10,83 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar, get_args
 
 from .errors import CssdError
-from .model.cssd import ModelConfig
-from .sampling import SAMPLINGS, Sampling
+
+Pooling = Literal["sap", "mean"]  # spectral-aware pooling, or the plain mean over P x P (ablation)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+# the map from both classifiers' probabilities, the window classifier's alone, or the centre-spectrum classifier's alone
+Heads = Literal["both", "window", "spectral"]
+HEADS: tuple[str, ...] = get_args(Heads)
+Refiner = Literal["weighted", "dilation"]  # SpeFR as the method describes it, or the dilation of format-2 files
+REFINERS: tuple[str, ...] = get_args(Refiner)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The hyperparameters of a CSSD model (the defaults are CSSD as tuned).
+
+    ``patch`` is the side P of the pooled window. It must be odd: an even window has no
+    centre pixel and a flip would move it. The default 11 is the paper's 10 x 10 made odd.
+    ``se_size`` is the side of SpeFR's structuring element and ``refiner_depth`` the number of
+    its stages (0 removes SpeFR); ``refiner`` picks SpeFR's form (``"weighted"``: SE-weighted
+    blocks, see :class:`~cssd_geo.model.layers.SpectralRefiner`; ``"dilation"``: the grey-scale
+    dilation that model files before format 3 hold). ``tau`` softens the auxiliary
+    classifier's output and ``eps`` is its weight in the window classifier's target
+    ``eps * softmax(aux / tau) + (1 - eps) * onehot``; without ``auxiliary`` the loss is the
+    window classifier's cross-entropy alone (with ``pooling="mean"`` and no SpeFR: a plain CNN).
+    ``heads`` says what a prediction is: ``"both"``, the mean of the window classifier's and
+    the centre-spectrum classifier's class probabilities, ``"window"``, the window
+    classifier's alone (also what ``"both"`` means without ``auxiliary``), or ``"spectral"``,
+    the centre-spectrum classifier's alone (a per-pixel spectral map; it needs ``auxiliary``).
+    """
+
+    patch: int = 11
+    se_size: int = 3
+    refiner_depth: int = 2
+    refiner: Refiner = "weighted"
+    pooling: Pooling = "sap"
+    auxiliary: bool = True
+    tau: float = 2.0
+    eps: float = 0.5
+    heads: Heads = "window"
+
+    def validate(self) -> None:
+        """Raise :class:`CssdError` for a setting no model could use (named as the option)."""
+        if self.patch < 3 or self.patch % 2 == 0:
+            raise CssdError(f"--patch {self.patch}: the window side must be odd and at least 3 (e.g. 11)")
+        if self.se_size < 1 or self.se_size % 2 == 0:
+            raise CssdError(f"--se-size {self.se_size}: the structuring element side must be odd (e.g. 3)")
+        if self.refiner_depth < 0:
+            raise CssdError(f"--refiner-depth {self.refiner_depth}: use 0 (no SpeFR) or more")
+        if self.refiner not in REFINERS:
+            raise CssdError(f"--refiner {self.refiner}: choose 'weighted' (SpeFR) or 'dilation'")
+        if self.pooling not in POOLINGS:
+            raise CssdError(f"--pooling {self.pooling}: choose 'sap' (spectral-aware) or 'mean'")
+        if not 0.0 <= self.eps <= 1.0:
+            raise CssdError(f"--eps {self.eps}: the distillation weight must lie in 0..1")
+        if self.tau <= 0:
+            raise CssdError(f"--tau {self.tau}: the temperature must be positive")
+        if self.heads not in HEADS:
+            raise CssdError(f"--heads {self.heads}: choose 'window', 'both' or 'spectral'")
+        if self.heads == "spectral" and not self.auxiliary:
+            raise CssdError("--heads spectral needs the centre-spectrum classifier: leave out --no-auxiliary")
+
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """A config from a stored dict; keys it does not know are refused (a newer model)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}")
+        return cls(**values)
+
+
+Sampling = Literal["random", "grid"]  # k pixels per class among all, or among centres on a stride grid
+SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 
 DEFAULT_EPOCHS = 50
 MIN_STEPS = 150  # optimiser steps a default training run takes at least

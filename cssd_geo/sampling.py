@@ -4,11 +4,11 @@ scores, the benchmark protocol's split; and cutting model windows around chosen 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
 import numpy as np
 import xarray as xr
 
+from .config import Sampling
 from .errors import CssdError
 from .io.scene import scene_nodata, valid_pixels
 from .io.vector import LabelRaster
@@ -19,8 +19,6 @@ VALIDATION_PIXELS = 2000  # held-out pixels scored after each epoch (a seeded ra
 UNLABELLED_TILES = 16  # random scene tiles the unlabelled windows are centred in
 UNLABELLED_TILE = 48  # their side: memory is tiles x (side + window - 1)^2 pixels, whatever the scene size
 
-Sampling = Literal["random", "grid"]  # k pixels per class among all, or among centres on a stride grid
-SAMPLINGS: tuple[str, ...] = get_args(Sampling)
 
 
 @dataclass

@@ -134,7 +134,7 @@ def cross_validate(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, index: 
     ``config`` (labelled windows only, ``STEP_SHARE`` of the steps). Returns the candidate with
     the best mean OA over the folds (the first of equals, in the order of ``patches`` from the
     largest, then in the order of HEADS) and its estimate."""
-    from .train import train_model  # train uses this module
+    from .training import train_model  # train uses this module
 
     progress = progress or Progress()
     start = time.perf_counter()
@@ -182,8 +182,8 @@ def cross_validate(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, index: 
 def _scores(model: Any, da: xr.DataArray, rows: np.ndarray, cols: np.ndarray, index: np.ndarray,
             heads: tuple[str, ...], device: torch.device) -> dict[str, float]:
     """Overall accuracy of the model's map at the pixels for each of ``heads`` (by
-    :class:`~cssd_geo.train.Validation`: one dense pass over a compact area)."""
-    from .train import Validation
+    :class:`~cssd_geo.training.Validation`: one dense pass over a compact area)."""
+    from .training import Validation
 
     order = np.argsort(rows, kind="stable")
     validate = Validation(da, (rows[order], cols[order], index[order]), model.reach, device)

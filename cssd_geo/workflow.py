@@ -12,7 +12,7 @@ from .config import MapConfig
 from .outputs import check_output
 from .prediction import PredictResult, predict
 from .progress import Progress
-from .train import TrainResult, train
+from .training import TrainResult, train
 
 
 @dataclass

@@ -152,10 +152,16 @@ def test_json_progress_lines(trained, tmp_path, capsys):
     assert stage == {"stage": "predict", "total": 9}  # 36 x 42 px in 16 px chunks: 3 x 3
     assert sum(e.get("advance", 0) for e in events) == 9
     assert any("map written to" in e.get("message", "") for e in events)
-    # which device runs it: the trained fixture asked for the CPU; auto finds no CUDA on a CPU-only torch
-    assert {"message": "device: cpu (no CUDA found)"} in events or torch.cuda.is_available()
+    # which device ran it: auto finds no CUDA on a CPU-only torch
+    done = next(e["message"] for e in events if "map written to" in e.get("message", ""))
+    assert done.endswith("; device: cpu (no CUDA found))") or torch.cuda.is_available()
     assert cli.main(["--json-progress", "predict", str(model), scene, "-o", str(tmp_path / "c.tif"),
                      "--device", "cpu"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert next(e["message"] for e in events if "map written to" in e.get("message", "")).endswith(
+        "; device: cpu (as asked))")
+    assert cli.main(["--json-progress", "train", scene, "--labels", labels, "-o", str(tmp_path / "t.cssd"),
+                     *FAST]) == 0
     assert {"message": "device: cpu (as asked)"} in [json.loads(line) for line in capsys.readouterr().err.splitlines()]
 
 
@@ -218,3 +224,13 @@ def test_map_trains_and_predicts_in_one_step(trained, tmp_path, capsys):
     assert kept.exists() and (tmp_path / "kept_training.json").exists() and (tmp_path / "k_confidence.tif").exists()
     assert cli.main(["--quiet", "map", scene, "--labels", labels, "-o", str(tmp_path / "no" / "m.tif"), *FAST]) == 2
     assert "the folder" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "scene.tif"], ["predict", "--chunk", "x"]])
+def test_help_and_argument_errors_do_not_import_torch_or_dask(argv):
+    """The parser needs only the configs: --help and a bad argument answer without loading
+    torch, dask or GDAL (a fresh interpreter, as the console script is)."""
+    code = (f"import sys\nfrom cssd_geo import cli\ntry:\n    cli.main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'dask', 'rasterio', 'geopandas', 'sklearn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-500:] + proc.stderr[-500:]

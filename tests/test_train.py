@@ -9,7 +9,7 @@ from cssd_geo.errors import CssdError
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model import ModelConfig
 from cssd_geo.sampling import Samples
-from cssd_geo.train import _batch_starts, train_model
+from cssd_geo.training import _batch_starts, train_model
 from tests.conftest import class_layout, make_cube, write_scene
 
 
@@ -70,7 +70,7 @@ def test_a_steps_unlabelled_windows_are_centred_close_together():
     their pixels; different steps reach different places."""
     import torch
 
-    from cssd_geo.train import NEIGHBOURHOOD, UnlabelledWindows
+    from cssd_geo.training import NEIGHBOURHOOD, UnlabelledWindows
 
     rows, cols = torch.meshgrid(torch.arange(60), torch.arange(60), indexing="ij")
     windows = UnlabelledWindows(torch.zeros(1, 1), torch.zeros(3600, 1, 1, dtype=torch.int64),
@@ -137,7 +137,7 @@ def test_no_label_beyond_the_shots_reaches_training(tmp_path, monkeypatch):
     def same_shots(raster, *args, **kwargs):
         return Samples(fixed.rows, fixed.cols, fixed.index, {0: 2, 1: 2}, {0: 2, 1: 2})
 
-    training = importlib.import_module("cssd_geo.train")  # the module (the package exports its train())
+    training = importlib.import_module("cssd_geo.training")
     monkeypatch.setattr(training, "draw_training_pixels", same_shots)
     models = []
     # b: other classes where no shot lies (later features win where they overlap)

@@ -7,6 +7,7 @@ Usage: python tools/build_qgis_plugin.py [OUT.zip]"""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,9 +35,15 @@ def metadata() -> str:
 
 
 def wheel(folder: Path) -> Path:
-    """Build the cssd-geo wheel (no dependencies) into ``folder`` with this Python's pip."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder),
-                    str(ROOT)], check=True)
+    """Build the cssd-geo wheel (no dependencies) into ``folder`` with this Python's pip; the
+    build/ folder setuptools leaves in the checkout is removed unless it was there before."""
+    leftover = not (ROOT / "build").exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder),
+                        str(ROOT)], check=True)
+    finally:
+        if leftover:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     found = sorted(folder.glob("cssd_geo-*.whl"))
     if len(found) != 1:
         raise SystemExit(f"pip wheel gave {[p.name for p in found]} in {folder}, not one cssd-geo wheel")

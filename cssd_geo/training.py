@@ -16,14 +16,13 @@ import xarray as xr
 
 from .bands import choose_bands, prepare
 from .classes import ClassInfo
-from .config import TrainConfig
+from .config import Heads, TrainConfig
 from .device import describe_device, resolve_device
 from .errors import CssdError, reading
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
 from .io.vector import LabelRaster, rasterize_labels, read_labels
 from .masks import scene_mask
 from .model import CSSD, save_model
-from .model.cssd import Heads
 from .outputs import OutputSet, check_output, output_file
 from .progress import Progress
 from .sampling import (
@@ -73,7 +72,6 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
     output = check_output(output, config.overwrite, inputs=(scene_path, labels))
     for path in training_outputs(output).values():
         check_output(path, config.overwrite, inputs=(scene_path, labels))
-    progress.message(f"device: {describe_device(device, config.device)}")
     start = time.perf_counter()
     raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     grid = scene_grid(raw)
@@ -108,6 +106,7 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
         samples = draw_training_pixels(raster, valid, config.shots, config.seed, scheme=config.sampling,
                                        stride=config.grid_stride, progress=progress)
         held_out = held_out_pixels(raster, samples, valid, config.seed)
+        progress.message(f"device: {describe_device(device, config.device)}")  # the inputs are good: work starts
         estimate = None
         if config.auto_patch:
             config, estimate = choose_settings(da, raster, valid, config, device, progress, (mean, std))

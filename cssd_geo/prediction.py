@@ -10,16 +10,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.array as dsa
 import numpy as np
+import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
 
 from .bands import match_bands, prepare
 from .blocks import BlockJob, Layer, block_outputs, default_chunk, predict_block
+from .classes import classes_to_json
 from .config import PredictConfig
 from .device import describe_device, resolve_device
 from .errors import CssdError, reading
 from .io.scene import open_scene, scene_grid, scene_nodata
-from .io.writers import GeoTiffMaps, MapWriter, ZarrMapWriter, map_encoding, side_outputs, write_quicklook
+from .io.writers import (
+    PROBABILITY_NODATA,
+    PROBABILITY_SCALE,
+    GeoTiffMaps,
+    MapWriter,
+    ZarrMapWriter,
+    map_encoding,
+    side_outputs,
+    write_quicklook,
+)
 from .masks import scene_mask
 from .model import CSSD, load_model
 from .outputs import OutputSet, check_output
@@ -52,23 +64,10 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     extra = side_outputs(names.output, layers) if not names.zarr else {}
     _check_request(names, config, isinstance(model, CSSD), extra)
     device = resolve_device(config.device) if not config.scheduler else None
-    if device is not None:
-        progress.message(f"device: {describe_device(device, config.device)}")
     net = model if isinstance(model, CSSD) else load_model(model)
     raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
-    bands = match_bands(raw, net.metadata, net.bands, names.scene, names.model)
-    da = prepare(raw, bands, scene_mask(raw, config.mask, config.product_masks))
-    grid = scene_grid(da)
-    chunk = config.chunk or default_chunk(net, device=device)
-    dtype, map_nodata = map_encoding(net.classes)
-    if config.scheduler:  # each worker loads the model file once
-        job_model: CSSD | str = os.path.abspath(names.model)
-        job_device = "cpu" if config.device == "auto" else config.device
-    else:
-        job_model, job_device = net.to(device).eval(), str(device)
-    job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), layers,
-                   tuple(c.id for c in net.classes), map_nodata, config.tta)
-    arrays = _split_layers(block_outputs(da, net, job, chunk), layers, net.n_classes, dtype)
+    lazy = _lazy_layers(net, raw, config, layers, device, names)
+    grid, chunk, arrays, map_nodata = lazy.grid, lazy.chunk, lazy.arrays, lazy.map_nodata
     runner = Runner(progress, predict_block.__name__, device, config.scheduler)
     n_chunks = arrays["classes"].numblocks[0] * arrays["classes"].numblocks[1]
     progress.stage("predict", runner.steps(n_chunks, len(arrays)))
@@ -85,11 +84,95 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
         if config.quicklook:
             write_quicklook(writer.readable_map, config.quicklook, outputs, name=names.output)
     seconds = time.perf_counter() - start
+    where = f"; device: {describe_device(device, config.device)}" if device is not None else ""
     progress.message(f"map written to {names.output} ({grid.width} x {grid.height} px, chunk {chunk}, "
-                     f"{seconds:.1f} s)")
+                     f"{seconds:.1f} s{where})")
     if config.quicklook:
         progress.message(f"quicklook written to {config.quicklook}")
     return PredictResult(names.output, grid.width * grid.height, seconds, chunk, list(extra.values()))
+
+
+@dataclass
+class _Lazy:
+    """A prediction before anything is computed: the prepared scene, its grid, the chunk side,
+    the lazy array of each layer (as stored: class ids, probabilities as uint8) and the map's nodata."""
+
+    scene: xr.DataArray
+    grid: Any
+    chunk: int
+    arrays: dict[str, Any]
+    map_nodata: int
+
+
+def _lazy_layers(net: CSSD, raw: xr.DataArray, config: PredictConfig, layers: tuple[Layer, ...],
+                 device: Any, names: _Names | _ArrayNames) -> _Lazy:
+    """The scene's bands matched to the model, its masks applied, and the engine's lazy output
+    layers over it (``device`` None: a cluster run, whose workers load the model file)."""
+    if not isinstance(raw.data, dsa.Array):  # an in-memory scene: one chunk, which the engine splits
+        raw = raw.chunk()
+    bands = match_bands(raw, net.metadata, net.bands, names.scene, names.model)
+    da = prepare(raw, bands, scene_mask(raw, config.mask, config.product_masks))
+    chunk = config.chunk or default_chunk(net, device=device)
+    dtype, map_nodata = map_encoding(net.classes)
+    if device is None:  # each worker loads the model file once
+        job_model: CSSD | str = os.path.abspath(names.model)
+        job_device = "cpu" if config.device == "auto" else config.device
+    else:
+        job_model, job_device = net.to(device).eval(), str(device)
+    if config.precision != "fp32" and not job_device.startswith("cuda"):
+        raise CssdError(f"--precision {config.precision}: reduced precision runs on CUDA only, and this run computes "
+                        f"on the CPU; leave --precision out (fp32), or predict on a GPU (--device cuda)")
+    job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), layers,
+                   tuple(c.id for c in net.classes), map_nodata, config.tta)
+    arrays = _split_layers(block_outputs(da, net, job, chunk), layers, net.n_classes, dtype)
+    return _Lazy(da, scene_grid(da), chunk, arrays, map_nodata)
+
+
+@dataclass
+class _ArrayNames:
+    """How predict_array names its model and scene in messages."""
+
+    model: str
+    scene: str
+
+
+def predict_array(model: str | os.PathLike[str] | CSSD, scene: xr.DataArray,
+                  config: PredictConfig | None = None) -> xr.Dataset:
+    """The lazy prediction of a scene DataArray (band, y, x; numpy- or dask-backed, its CRS and
+    transform as rioxarray keeps them): a Dataset with ``classes`` (the class ids; the map's
+    nodata value, in ``classes.rio.nodata``, where a pixel has no class) and, when ``config``
+    asks, ``probabilities`` (class, y, x) and ``confidence`` (0..1; NaN where nodata), with the
+    scene's CRS and transform and the class table in ``attrs["classes"]``. Nothing is computed
+    until the result is (``.compute()``, ``.to_zarr()``, ``.rio.to_raster()``, on any Dask
+    scheduler); :func:`predict` writes the same arrays."""
+    config = config or PredictConfig()
+    config.validate()
+    if config.scheduler:
+        raise CssdError(f"--scheduler {config.scheduler}: predict_array is lazy; compute its result on your own "
+                        "Dask client instead")
+    if not isinstance(scene, xr.DataArray):
+        raise CssdError(f"predict_array takes an xarray DataArray (band, y, x), not {type(scene).__name__}; "
+                        "open a file with cssd_geo.open_scene or use predict()")
+    net = model if isinstance(model, CSSD) else load_model(model)
+    names = _ArrayNames("(in memory)" if isinstance(model, CSSD) else os.fspath(model),
+                        str(scene.attrs.get("source", "scene")))
+    lazy = _lazy_layers(net, scene, config, _layers(config), resolve_device(config.device), names)
+    coords = {d: lazy.scene.coords[d] for d in ("y", "x") if d in lazy.scene.coords}
+    classes = xr.DataArray(lazy.arrays["classes"], dims=("y", "x"), coords=coords, name="classes")
+    variables: dict[str, xr.DataArray] = {"classes": classes.rio.write_nodata(lazy.map_nodata)}
+    scale = 1.0 / PROBABILITY_SCALE
+    if "probabilities" in lazy.arrays:
+        raw = lazy.arrays["probabilities"]
+        p = dsa.where(raw == PROBABILITY_NODATA, np.nan, raw.astype(np.float32) * np.float32(scale))
+        variables["probabilities"] = xr.DataArray(p, dims=("class", "y", "x"),
+                                                  coords={"class": [c.id for c in net.classes], **coords})
+    if "confidence" in lazy.arrays:
+        raw = lazy.arrays["confidence"]
+        variables["confidence"] = xr.DataArray(
+            dsa.where(raw == PROBABILITY_NODATA, np.nan, raw.astype(np.float32) * np.float32(scale)),
+            dims=("y", "x"), coords=coords)
+    out = xr.Dataset(variables, attrs={"classes": classes_to_json(net.classes)})
+    return out.rio.write_crs(lazy.grid.crs).rio.write_transform(lazy.grid.transform)
 
 
 class _Names:

@@ -711,6 +711,18 @@ def test_bad_choices_through_the_api(workspace, tmp_path, step, config, message)
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+def test_reduced_precision_on_the_cpu(workspace, capsys, tmp_path, device, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto finds no GPU, as on CI
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",
+                        "--precision", "bf16", "--device", device)
+    assert_one_line_error(code, err, "--precision bf16: reduced precision runs on CUDA only, and this run computes "
+                          "on the CPU", "leave --precision out (fp32), or predict on a GPU (--device cuda)")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("chunk", ["0", "-64"])
 def test_chunk_not_positive(workspace, capsys, tmp_path, chunk):
     code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",

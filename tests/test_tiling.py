@@ -51,3 +51,29 @@ def test_chunk_size_comes_from_what_the_model_holds_per_pixel():
     assert lighter.floats_per_pixel() < model.floats_per_pixel()
     assert default_chunk(lighter) >= default_chunk(model)
     assert default_chunk(model, torch.device("cpu"), memory=4 * CHUNK_MEMORY) > default_chunk(model)
+
+
+def test_a_tile_that_runs_out_of_gpu_memory_is_split_and_gives_the_same_logits(monkeypatch):
+    """dense_logits splits a tile in two (each with its halo) when the GPU runs out of memory,
+    as often as needed; the logits equal the unsplit ones (an out-of-memory error injected
+    for tiles of more than 12 output rows)."""
+    from cssd_geo.blocks import dense_logits
+
+    torch.manual_seed(0)
+    model = CSSD(9, 4, ModelConfig(patch=3)).eval()
+    x = torch.randn(1, 9, 40 + 2 * model.reach, 23 + 2 * model.reach)
+    whole = dense_logits(model, x)
+    tried: list[int] = []
+    forward = model.dense_logits
+
+    def small_tiles_only(tile: torch.Tensor) -> torch.Tensor:
+        rows = tile.shape[-2] - 2 * model.reach
+        tried.append(rows)
+        if rows > 12:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return forward(tile)
+
+    monkeypatch.setattr(model, "dense_logits", small_tiles_only)
+    split = dense_logits(model, x)
+    assert tried[0] == 40 and max(r for r in tried if r <= 12) <= 12 and len(tried) > 3
+    assert split.shape == whole.shape and torch.allclose(split, whole, atol=1e-5)

@@ -133,3 +133,33 @@ def test_evaluate_writes_json_and_plot_together(small_scene, model, tmp_path, mo
     result = cssd_geo.evaluate(tif, labels, config)
     assert sorted(os.listdir(folder)) == ["cm.png", "m.json"]
     assert json.loads((folder / "m.json").read_text())["overall_accuracy"] == result.overall_accuracy
+
+
+def test_the_quicklook_of_a_large_map_is_read_decimated(tmp_path, monkeypatch):
+    """A map longer than QUICKLOOK_SIDE on a side becomes a PNG of that side (nearest class,
+    the colours kept), read decimated rather than whole."""
+    import numpy as np
+    import rasterio
+
+    from cssd_geo.io import writers
+    from tests.test_assessment import write_map
+
+    values = np.ones((100, 250), dtype=np.uint8)
+    values[:, 125:] = 2
+    path = write_map(tmp_path / "map.tif", values, ["a", "b"])
+    monkeypatch.setattr(writers, "QUICKLOOK_SIDE", 50)
+    read_shapes = []
+    original = rasterio.io.DatasetReader.read
+
+    def spy(self, *args, **kwargs):
+        read_shapes.append(kwargs.get("out_shape"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    writers.write_quicklook(path, str(tmp_path / "q.png"))
+    assert read_shapes == [(20, 50)]
+    with rasterio.open(tmp_path / "q.png") as q:
+        assert (q.width, q.height) == (50, 20)
+        data = q.read(1)
+        assert set(np.unique(data)) == {1, 2} and (data[:, :25] == 1).all() and (data[:, 25:] == 2).all()
+        assert q.colormap(1)[2][:3] == (255, 127, 14)

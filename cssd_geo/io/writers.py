@@ -22,6 +22,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
@@ -324,12 +325,20 @@ def read_class_table(path: str) -> list[ClassInfo]:
     return [ClassInfo(i, f"class {i}", tuple(cmap[i][:3])) for i in sorted(ids)]
 
 
+QUICKLOOK_SIDE = 4096  # the longest side of a quicklook PNG, in pixels
+
+
 def write_quicklook(map_path: str, png_path: str, outputs: OutputSet | None = None,
                     name: str | None = None) -> None:
     """A paletted PNG of a class map (nodata transparent), e.g. for a report; published at
-    once or with ``outputs``. ``name`` is how errors call the map (default ``map_path``)."""
+    once or with ``outputs``. ``name`` is how errors call the map (default ``map_path``).
+    A map wider or taller than QUICKLOOK_SIDE pixels is read decimated (nearest class, GDAL's
+    overviews when the map has them) to fit that side, so memory stays small on any map."""
     with rasterio.open(map_path) as src:
-        data = src.read(1)
+        scale = max(src.width, src.height) / QUICKLOOK_SIDE
+        shape = (src.height, src.width) if scale <= 1 else \
+            (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+        data = src.read(1, out_shape=shape, resampling=Resampling.nearest)
         cmap = src.colormap(1)
     if data.dtype != np.uint8:
         raise CssdError(f"{name or map_path}: a quicklook needs a map with at most 255 classes")

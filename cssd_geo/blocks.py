@@ -2,7 +2,9 @@
 the requested output layers. Small and picklable, so cluster workers run it too."""
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .device import resolve_device
 from .io.scene import mask_invalid, scene_nodata
 from .io.writers import encode_probabilities
 from .model import CSSD, load_model
@@ -24,12 +27,13 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class BlockJob:
-    """Everything a chunk task needs. ``model`` is the module itself (local runs) or the
-    model file path (cluster runs: each worker loads it once, see :func:`job_model`).
-    ``tta``: average the class probabilities over the 8 dihedral views of each window
-    (:func:`view_probabilities`)."""
+    """Everything a chunk task needs. ``model`` is the module itself (local runs) or None
+    (cluster runs: the model file's bytes travel to each worker once, as a task dependency, and
+    each worker process loads them once, see :func:`job_model`). ``device`` may be ``"auto"``,
+    resolved on the worker. ``tta``: average the class probabilities over the 8 dihedral views
+    of each window (:func:`view_probabilities`)."""
 
-    model: CSSD | str
+    model: CSSD | None
     device: str
     precision: str
     nodata: float | None
@@ -44,18 +48,27 @@ class BlockJob:
         return sum(sizes[o] for o in self.outputs)
 
 
-_WORKER_MODELS: dict[tuple[str, float, str], CSSD] = {}
+_WORKER_MODELS: dict[tuple[str, str], tuple[CSSD, torch.device]] = {}
 _MODEL_LOCK = threading.Lock()
 
 
-def job_model(job: BlockJob) -> CSSD:
-    """The job's module; a model file is loaded once per process (and again if it changes)."""
-    if isinstance(job.model, CSSD):
-        return job.model
-    key = (job.model, os.path.getmtime(job.model), job.device)
+def job_model(job: BlockJob, model_file: bytes | None = None) -> tuple[CSSD, torch.device]:
+    """The job's module and the device it runs on: the job's own module, or the model file's
+    ``model_file`` bytes loaded once per process (and per device) on the job's device, ``auto``
+    resolved here (so each worker of a cluster uses its own GPU when it has one)."""
+    if job.model is not None:
+        return job.model, torch.device(job.device)
+    if model_file is None:
+        raise ValueError("a cluster job needs the model file's bytes")
+    key = (hashlib.sha256(model_file).hexdigest(), job.device)
     with _MODEL_LOCK:
         if key not in _WORKER_MODELS:
-            _WORKER_MODELS[key] = load_model(job.model, device=job.device)
+            device = resolve_device(job.device)
+            with tempfile.TemporaryDirectory(prefix="cssd-model-") as folder:
+                path = os.path.join(folder, "model.cssd")
+                with open(path, "wb") as f:
+                    f.write(model_file)
+                _WORKER_MODELS[key] = (load_model(path, device=device), device)
         return _WORKER_MODELS[key]
 
 
@@ -110,16 +123,16 @@ def view_probabilities(model: CSSD, x: torch.Tensor, precision: str = "fp32") ->
     return total.div_(1 + len(rest))
 
 
-def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
+def predict_block(block: np.ndarray, job: BlockJob, model_file: bytes | None = None) -> np.ndarray:
     """Outputs of one chunk: ``block`` is (band, rows + 2 reach, cols + 2 reach) raw values;
     the result is float32 (output band, rows, cols) in the order of ``job.outputs``. With
-    ``job.tta`` the probabilities are the mean over the views and the logits their log."""
-    model = job_model(job)
+    ``job.tta`` the probabilities are the mean over the views and the logits their log.
+    ``model_file``: the model file's bytes, for a cluster job (see :func:`job_model`)."""
+    model, device = job_model(job, model_file)
     h = model.reach
     x = mask_invalid(np.array(block, dtype=np.float32), job.nodata)
     valid = np.isfinite(x[0, h:x.shape[1] - h, h:x.shape[2] - h])
     tensor = torch.from_numpy(x).unsqueeze(0)
-    device = torch.device(job.device)
     if device.type == "cuda":
         tensor = tensor.pin_memory().to(device, non_blocking=True)
     probabilities: torch.Tensor | None = None
@@ -143,11 +156,15 @@ def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int) -> dsa.Array:
+def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int,
+                  model_file: bytes | None = None) -> dsa.Array:
     """The lazy (output band, y, x) array of ``job.outputs`` over the whole scene in
-    ``chunk`` x ``chunk`` chunks, each computed with the model's halo (``model.reach``)."""
+    ``chunk`` x ``chunk`` chunks, each computed with the model's halo (``model.reach``).
+    ``model_file`` (a cluster job's model) becomes one key of the graph that every chunk task
+    depends on: a worker receives it once, however many chunks it computes."""
     data = scene.data if isinstance(scene.data, dsa.Array) else dsa.from_array(scene.data)
-    return map_with_halo(predict_block, data, model.reach, chunk, job.bands_out(model.n_classes), job=job)
+    extra = {} if model_file is None else {"model_file": dask.delayed(model_file, pure=True)}
+    return map_with_halo(predict_block, data, model.reach, chunk, job.bands_out(model.n_classes), job=job, **extra)
 
 
 def predict_logits(model: CSSD, scene: xr.DataArray, chunk: int = 256, device: str = "cpu", *,

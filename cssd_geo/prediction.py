@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask.array as dsa
@@ -114,17 +115,19 @@ def _lazy_layers(net: CSSD, raw: xr.DataArray, config: PredictConfig, layers: tu
     da = prepare(raw, bands, scene_mask(raw, config.mask, config.product_masks))
     chunk = config.chunk or default_chunk(net, device=device)
     dtype, map_nodata = map_encoding(net.classes)
-    if device is None:  # each worker loads the model file once
-        job_model: CSSD | str = os.path.abspath(names.model)
-        job_device = "cpu" if config.device == "auto" else config.device
+    model_file: bytes | None = None
+    if device is None:  # a cluster: the model file travels to the workers, each resolves the device
+        with reading(names.model):
+            model_file = Path(names.model).read_bytes()
+        job_model, job_device = None, config.device
     else:
         job_model, job_device = net.to(device).eval(), str(device)
-    if config.precision != "fp32" and not job_device.startswith("cuda"):
-        raise CssdError(f"--precision {config.precision}: reduced precision runs on CUDA only, and this run computes "
-                        f"on the CPU; leave --precision out (fp32), or predict on a GPU (--device cuda)")
+        if config.precision != "fp32" and device.type != "cuda":
+            raise CssdError(f"--precision {config.precision}: reduced precision runs on CUDA only, and this run "
+                            f"computes on the CPU; leave --precision out (fp32), or predict on a GPU (--device cuda)")
     job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), layers,
                    tuple(c.id for c in net.classes), map_nodata, config.tta)
-    arrays = _split_layers(block_outputs(da, net, job, chunk), layers, net.n_classes, dtype)
+    arrays = _split_layers(block_outputs(da, net, job, chunk, model_file), layers, net.n_classes, dtype)
     return _Lazy(da, scene_grid(da), chunk, arrays, map_nodata)
 
 

@@ -2,8 +2,9 @@
 bounded by the chunk size) or on a Dask distributed cluster (the ``[cluster]`` extra)."""
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask
@@ -17,6 +18,7 @@ from .progress import Progress
 
 BATCH_PER_THREAD = 4  # chunks computed per scheduler call and thread (see Runner.store)
 SCHEDULER_TIMEOUT = "30s"  # how long to try to reach a --scheduler
+CLUSTER_IN_FLIGHT = 4  # blocks submitted to a cluster at a time, per worker thread
 
 
 class _DaskProgress(Callback):
@@ -100,21 +102,44 @@ class Runner:
                             "check the address and that the cluster is running") from exc
 
     def _cluster_store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
-        """Blocks are computed on the workers; each finished block comes back and is written here."""
+        """Blocks are computed on the workers; each finished block comes back and is written
+        here. At most CLUSTER_IN_FLIGHT blocks per worker thread are submitted at a time (the
+        next when one comes back), so the client's and the scheduler's memory do not grow with
+        the scene. A worker lost mid-run costs its blocks' time: the scheduler runs them again."""
         with self._client() as client:
             from distributed import as_completed  # importable: _client has checked the [cluster] extra
 
             self.progress.message(f"running on {self.scheduler}; Dask dashboard: {client.dashboard_link}")
-            blocks, places = [], []
-            for source, target in zip(sources, targets, strict=True):
-                for index in np.ndindex(*source.numblocks):
-                    blocks.append(source.blocks[index])
-                    places.append((target, tuple(slice(sum(c[:i]), sum(c[:i + 1]))
-                                                 for c, i in zip(source.chunks, index, strict=True))))
-            futures = client.compute(blocks)
-            where = {f.key: p for f, p in zip(futures, places, strict=True)}
-            for future in as_completed(futures):
+            pending = iter(_blocks(sources, targets))
+            threads = sum(client.nthreads().values()) or 1
+            where: dict[str, Place] = {}
+
+            def submit(count: int) -> list[Any]:
+                futures = []
+                for block, place in itertools.islice(pending, count):
+                    future = client.compute(block, optimize_graph=False)  # fused keys would clash across calls
+                    where[future.key] = place
+                    futures.append(future)
+                return futures
+
+            running = as_completed(submit(CLUSTER_IN_FLIGHT * threads))
+            for future in running:
                 self.progress.check("prediction")
-                target, key = where[future.key]
+                target, key = where.pop(future.key)
                 target[key] = future.result()
+                future.release()
                 self.progress.advance(1)
+                for more in submit(1):
+                    running.add(more)
+
+
+Place = tuple[Any, tuple[slice, ...]]  # a target and the slices of it that a block fills
+
+
+def _blocks(sources: Sequence[dsa.Array], targets: Sequence[Any]) -> Iterator[tuple[dsa.Array, Place]]:
+    """Each block of each source with where it goes: (target, (slices of the target))."""
+    for source, target in zip(sources, targets, strict=True):
+        bounds = [np.cumsum((0,) + c) for c in source.chunks]
+        for index in np.ndindex(*source.numblocks):
+            yield source.blocks[index], (target, tuple(slice(int(b[i]), int(b[i + 1]))
+                                                       for b, i in zip(bounds, index, strict=True)))

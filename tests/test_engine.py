@@ -52,15 +52,57 @@ def test_map_does_not_depend_on_chunk_size(big):
 
 
 def test_cluster_run_matches_local_run(big):
-    from distributed import LocalCluster
+    """The map of a cluster run equals the local one; the model reaches the workers as the
+    file's bytes (not its path), each worker loads it once, on the device it resolves itself."""
+    import hashlib
+
+    from distributed import Client, LocalCluster
+
+    from cssd_geo import blocks
 
     folder, scene, model, cube = big
     local = folder / "local.tif"
     cssd_geo.predict(model, scene, local, PredictConfig(chunk=128, device="cpu", overwrite=True))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         remote = folder / "cluster.tif"
         cssd_geo.predict(model, scene, remote, PredictConfig(chunk=128, scheduler=cluster.scheduler_address,
                                                              overwrite=True))
+        loaded = client.run(lambda: sorted((k, str(d)) for k, (_, d) in blocks._WORKER_MODELS.items()))
+    digest = hashlib.sha256(open(model, "rb").read()).hexdigest()
+    used = [v for v in loaded.values() if v]
+    assert used and all(v == [((digest, "auto"), "cpu")] for v in used)  # once per worker, by content
+    assert np.array_equal(_map(local), _map(remote))
+
+
+def test_a_worker_killed_mid_run_costs_time_not_the_map(big):
+    """SIGKILL one of two worker processes after a few blocks: the scheduler runs its blocks
+    again elsewhere and the map equals the local one."""
+    from distributed import Client, LocalCluster
+
+    folder, scene, model, cube = big
+    local = folder / "local32.tif"
+    cssd_geo.predict(model, scene, local, PredictConfig(chunk=32, device="cpu", overwrite=True))
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+
+        class KillAWorker(cssd_geo.Progress):
+            def __init__(self) -> None:
+                self.done, self.killed = 0, None
+
+            def advance(self, steps: int = 1, note: str = "") -> None:
+                self.done += steps
+                if self.done == 3:
+                    address, pid = sorted(client.run(os.getpid).items())[0]
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed = address
+
+        progress = KillAWorker()
+        remote = folder / "survived.tif"
+        cssd_geo.predict(model, scene, remote, PredictConfig(chunk=32, scheduler=cluster.scheduler_address,
+                                                             overwrite=True), progress)
+    assert progress.killed is not None and progress.done == 10 * 9  # 300 x 280 px in 32 px blocks
     assert np.array_equal(_map(local), _map(remote))
 
 

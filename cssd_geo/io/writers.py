@@ -34,9 +34,11 @@ from .scene import Grid
 CLASSES_TAG = "CSSD_CLASSES"
 BLOCK = 512
 # One lock for the block writes of every GeoTIFF being written (map, probabilities,
-# confidence), so GDAL never writes two files from dask's threads at once: a write is short
-# next to the model's work, and the QGIS suite once crashed (segfault in the class map's GDAL
-# write from a dask thread; not reproduced, so this is a precaution, not a proven fix).
+# confidence) and for closing them: GDAL never writes two files from dask's threads at once,
+# and never into a dataset being closed. When one chunk fails, dask raises at once while the
+# other threads finish their chunks; their writes then reached a closed dataset and GDAL
+# crashed the process (segfault, seen in test_failed_prediction_leaves_nothing on a busy
+# machine, and once in the QGIS suite). A write after the close is refused instead.
 _GDAL_WRITES = threading.Lock()
 PROBABILITY_SCALE = 254  # probabilities are stored as round(p * 254); 255 is nodata
 PROBABILITY_NODATA = 255
@@ -115,6 +117,8 @@ class GeoTiffWriter:
         indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + 1 + block.shape[0]))
         window = Window(cols.start or 0, rows.start or 0, block.shape[2], block.shape[1])
         with _GDAL_WRITES, writing(self.path):
+            if self.ds is None or self.ds.closed:
+                raise RuntimeError(f"{self.path}: a chunk finished after the run had stopped; it was not written")
             self.ds.write(block.astype(self.dtype, copy=False), indexes=indexes, window=window)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -124,11 +128,13 @@ class GeoTiffWriter:
                 with writing(self.path):
                     self._finish()
         finally:
-            if self.ds is not None and not self.ds.closed:
-                self.ds.close()
+            with _GDAL_WRITES:
+                if self.ds is not None and not self.ds.closed:
+                    self.ds.close()
 
     def _finish(self) -> None:
-        self.ds.close()
+        with _GDAL_WRITES:
+            self.ds.close()
         if self.cog:
             cog = self.outputs.scratch(self.path, suffix=".cog.tif")
             rasterio.shutil.copy(self.tmp, cog, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=BLOCK,

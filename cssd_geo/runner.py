@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -76,9 +77,12 @@ class Runner:
         threads = torch.get_num_threads()
         if self.device is not None and self.device.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        # our own pool, so that no chunk outlives the run: when one fails or the run is
+        # cancelled, dask raises at once, and the chunks still running in other threads would
+        # go on writing into outputs that are being closed and deleted
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="cssd-chunk")
         try:
-            with dask.config.set(scheduler="threads", num_workers=workers), \
-                    _DaskProgress(self.progress, self.task_name):
+            with dask.config.set(scheduler="threads", pool=pool), _DaskProgress(self.progress, self.task_name):
                 for i in range(len(rows)):
                     for j in range(0, len(cols), run):
                         r0, r1 = int(row_bounds[i]), int(row_bounds[i + 1])
@@ -87,6 +91,7 @@ class Runner:
                         regions = [(slice(None),) * (s.ndim - 2) + (slice(r0, r1), slice(c0, c1)) for s in sources]
                         dask.compute(dsa.store(part, list(targets), regions=regions, lock=False, compute=False))
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(threads)
 
     def _client(self) -> Any:

@@ -100,22 +100,35 @@ def test_existing_output_needs_overwrite(trained, tmp_path, capsys):
 
 def test_failed_prediction_leaves_nothing(trained, tmp_path, monkeypatch):
     scene, labels, cube, model = trained
+    import threading
+    import time
+
     from cssd_geo import blocks
 
-    calls = {"n": 0}
+    calls = {"n": 0, "running": 0}
+    lock = threading.Lock()
     real = blocks.predict_block
 
     def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk on fire")
-        return real(*args, **kwargs)
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+            calls["running"] += 1
+        try:
+            if n == 3:
+                raise RuntimeError("disk on fire")
+            time.sleep(0.3)  # the other chunks are still running when chunk 3 fails
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                calls["running"] -= 1
 
     monkeypatch.setattr(blocks, "predict_block", failing)
     out_dir = tmp_path / "maps"
     out_dir.mkdir()
     assert cli.main(["--quiet", "predict", str(model), scene, "-o", str(out_dir / "m.tif"), "--chunk", "16",
                      "--probabilities"]) == 1
+    assert calls["running"] == 0  # no chunk outlives the run (they wrote into closed files and crashed GDAL)
     assert os.listdir(out_dir) == []
 
 

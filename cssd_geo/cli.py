@@ -296,15 +296,29 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (a batch system or a container stopping the run)."""
+
+    signum = 15
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def _interruptible() -> None:
     """Let SIGINT stop a run (exit 130, partial output removed) even when the process was
     started with SIGINT ignored, as a shell does for jobs started with '&' in a script: QGIS's
-    Cancel and `kill -INT` rely on it."""
+    Cancel and `kill -INT` rely on it. SIGTERM stops a run the same way (exit 143)."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,10 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"cssd-geo: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.close()
         print("cssd-geo: interrupted; nothing was written to the output path", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         progress.close()
         if args.debug:

@@ -131,7 +131,7 @@ def test_zarr_and_cog_outputs(big):
     assert not [f for f in os.listdir(folder) if f.startswith(".")], "no temporary files left"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_killed_prediction_leaves_no_file_at_the_output(big, tmp_path, sig):
     folder, scene, model, cube = big
     out = tmp_path / "killed.tif"
@@ -146,8 +146,8 @@ def test_killed_prediction_leaves_no_file_at_the_output(big, tmp_path, sig):
     proc.wait(timeout=60)
     assert not out.exists()
     leftovers = os.listdir(tmp_path)
-    if sig == signal.SIGINT:
-        assert leftovers == [] and proc.returncode == 130
+    if sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM is handled like Ctrl-C
+        assert leftovers == [] and proc.returncode == 128 + sig
         assert "interrupted" in proc.stderr.read()
     else:  # no handler runs on SIGKILL: only a hidden, clearly named partial file may remain
         assert all(f.startswith(".killed.tif.partial-") for f in leftovers)

@@ -63,6 +63,20 @@ def test_patch_auto_chooses_a_small_window_where_fields_are_narrow():
     assert best > np.mean(estimate.scores["P=11 window"])
     assert estimate.folds == 2 and estimate.expected_oa == pytest.approx(best)
     assert estimate.low <= estimate.expected_oa <= estimate.high
+    # the log line says how firm the figure is: 8 shots per class leave small held-out folds here
+    scored = min(estimate.held_out_pixels)
+    assert ("rough: a fold scored only" in estimate.summary()) == (scored < 50), (scored, estimate.summary())
+
+
+def test_the_summary_calls_an_estimate_from_few_held_out_pixels_rough():
+    from cssd_geo.selection import FieldEstimate
+
+    few = FieldEstimate(5, "window", {}, 0.4, 0.3, 0.5, 2, [12, 7], ["a", "b"], 10.0)
+    many = FieldEstimate(5, "window", {}, 0.4, 0.3, 0.5, 2, [480, 500], ["a", "b"], 10.0)
+    assert few.summary().endswith("rough: a fold scored only 7 held-out pixels (label more pixels per field, "
+                                  "e.g. whole polygons, for a firmer figure and choice)")
+    assert "rough" not in many.summary() and many.summary().startswith(
+        "expected overall accuracy on unlabelled fields: 40.0 % (range over 2 folds 30.0-50.0 %)")
 
 
 def test_patch_auto_falls_back_with_too_few_fields(small_scene, tmp_path, capsys):

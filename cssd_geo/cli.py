@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     _option(r, "scheduler", metavar="ADDRESS",
             help="run on this Dask distributed scheduler (needs pip install 'cssd-geo[cluster]')")
     _map_options(r)
+    _option(r, "resume", action="store_true",
+            help="keep each finished chunk beside the output and, run again, continue an interrupted run "
+                 "(each chunk is written twice)")
     _option(r, "overwrite", action="store_true", help="replace an existing map")
     r.add_argument("-o", "--output", required=True, help="class map to write: .tif (GeoTIFF) or .zarr")
 
@@ -339,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         progress.close()
-        print("cssd-geo: interrupted; nothing was written to the output path", file=sys.stderr)
+        again = "; run the same command again to continue" if getattr(args, "resume", False) else ""
+        print(f"cssd-geo: interrupted; nothing was written to the output path{again}", file=sys.stderr)
         return 128 + getattr(exc, "signum", 2)
     except Exception as exc:  # an unexpected failure: still one line unless --debug
         progress.close()

@@ -184,9 +184,13 @@ class PredictConfig:
     overwrite: bool = False
     quicklook: str | None = None
     tta: bool = False
+    resume: bool = False  # keep each finished chunk, and continue an interrupted run (cssd_geo.resume)
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for an option no run could use."""
+        if self.resume and self.scheduler:
+            raise CssdError("--resume runs on this machine: drop --scheduler (a cluster already survives a lost "
+                            "worker)")
         if self.chunk is not None and self.chunk < 1:
             raise CssdError(f"--chunk {self.chunk}: the chunk side must be a positive number of pixels "
                             "(e.g. 256), or leave it out to size chunks from memory")

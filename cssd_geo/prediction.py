@@ -37,6 +37,7 @@ from .masks import scene_mask
 from .model import CSSD, load_model
 from .outputs import OutputSet, check_output
 from .progress import Progress
+from .resume import ResumeState, file_digest
 from .runner import Runner
 
 
@@ -71,8 +72,22 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     grid, chunk, arrays, map_nodata = lazy.grid, lazy.chunk, lazy.arrays, lazy.map_nodata
     runner = Runner(progress, predict_block.__name__, device, config.scheduler)
     n_chunks = arrays["classes"].numblocks[0] * arrays["classes"].numblocks[1]
-    progress.stage("predict", runner.steps(n_chunks, len(arrays)))
     start = time.perf_counter()
+    state = None
+    if config.resume:  # every chunk into its own file first, then the outputs from them (one thread)
+        state = ResumeState(names.output, _resume_request(names, config, layers, chunk, device, raw))
+        done = sum(state.done(layers, r, c) for r in np.cumsum((0,) + arrays["classes"].chunks[0][:-1])
+                   for c in np.cumsum((0,) + arrays["classes"].chunks[1][:-1]))
+        if done:
+            progress.message(f"resuming: {done} of {n_chunks} chunks were done by an earlier run")
+        progress.stage("predict", n_chunks)
+        runner.store([arrays[n] for n in layers], [state.target(n) for n in layers],
+                     skip=lambda r, c: state.done(layers, r, c))
+        arrays = {n: state.saved(n, arrays[n]) for n in layers}
+        runner = Runner(progress, "load_chunk", None, None, threads=1)
+        progress.stage("writing", n_chunks)
+    else:
+        progress.stage("predict", runner.steps(n_chunks, len(arrays)))
     counter = _ValidPixels(map_nodata, names.scene)
     with OutputSet() as outputs:
         writer: MapWriter = ZarrMapWriter(names.output, grid, net.classes, map_nodata, arrays, outputs) \
@@ -84,6 +99,8 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
             counter.check()
         if config.quicklook:
             write_quicklook(writer.readable_map, config.quicklook, outputs, name=names.output)
+    if state is not None:
+        state.remove()
     seconds = time.perf_counter() - start
     where = f"; device: {describe_device(device, config.device)}" if device is not None else ""
     progress.message(f"map written to {names.output} ({grid.width} x {grid.height} px, chunk {chunk}, "
@@ -91,6 +108,19 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     if config.quicklook:
         progress.message(f"quicklook written to {config.quicklook}")
     return PredictResult(names.output, grid.width * grid.height, seconds, chunk, list(extra.values()))
+
+
+def _resume_request(names: _Names, config: PredictConfig, layers: tuple[Layer, ...], chunk: int, device: Any,
+                    scene: xr.DataArray) -> dict[str, Any]:
+    """What a resumable run's chunks depend on: an earlier run's chunks are reused only when
+    all of it is the same."""
+    if names.model == "(in memory)" or isinstance(names.scene, str) and not os.path.exists(names.scene):
+        raise CssdError("--resume needs the model and the scene as files (their content identifies the run)")
+    stat = os.stat(names.scene)
+    return {"model_sha256": file_digest(names.model), "scene": os.path.abspath(names.scene),
+            "scene_size": stat.st_size, "scene_mtime": stat.st_mtime, "layers": list(layers), "chunk": chunk,
+            "mask": config.mask, "product_masks": config.product_masks, "precision": config.precision,
+            "tta": config.tta, "device": getattr(device, "type", str(device)), "shape": list(scene.shape)}
 
 
 @dataclass

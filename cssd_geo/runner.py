@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -45,26 +45,32 @@ class Runner:
     """
 
     def __init__(self, progress: Progress, task_name: str, device: torch.device | None,
-                 scheduler: str | None = None) -> None:
+                 scheduler: str | None = None, threads: int | None = None) -> None:
         self.progress, self.task_name, self.device, self.scheduler = progress, task_name, device, scheduler
+        self.threads = threads  # None: from the device (see _workers); 1: blocks written in a fixed order
 
     def steps(self, chunks: int, layers: int) -> int:
         """Progress steps of a run of ``chunks`` chunks and ``layers`` output layers: a chunk
         task locally (its layers are computed together), a block per layer on a cluster."""
         return chunks * (layers if self.scheduler else 1)
 
-    def store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
-        """Compute ``sources`` (same chunking in y, x) and write each block into its target."""
+    def store(self, sources: Sequence[dsa.Array], targets: Sequence[Any],
+              skip: Callable[[int, int], bool] | None = None) -> None:
+        """Compute ``sources`` (same chunking in y, x) and write each block into its target;
+        ``skip(row, col)`` (locally) leaves out the chunks starting there (a resumed run's)."""
         if self.scheduler:
             self._cluster_store(sources, targets)
         else:
-            self._local_store(sources, targets)
+            self._local_store(sources, targets, skip)
 
     def _workers(self) -> int:
-        """Dask threads: one per core on a CPU, two (one reading, one computing) on a GPU."""
+        """Dask threads: as set, else one per core on a CPU, two (one reading, one computing) on a GPU."""
+        if self.threads is not None:
+            return self.threads
         return max(1, os.cpu_count() or 1) if self.device is None or self.device.type == "cpu" else 2
 
-    def _local_store(self, sources: Sequence[dsa.Array], targets: Sequence[Any]) -> None:
+    def _local_store(self, sources: Sequence[dsa.Array], targets: Sequence[Any],
+                     skip: Callable[[int, int], bool] | None = None) -> None:
         """A few chunks at a time (a run of chunks along one row, four per thread): the
         scheduler never reads ahead of that run, so memory is bounded by the chunk size and
         the number of threads, whatever the scene size."""
@@ -84,9 +90,10 @@ class Runner:
         try:
             with dask.config.set(scheduler="threads", pool=pool), _DaskProgress(self.progress, self.task_name):
                 for i in range(len(rows)):
-                    for j in range(0, len(cols), run):
-                        r0, r1 = int(row_bounds[i]), int(row_bounds[i + 1])
-                        c0, c1 = int(col_bounds[j]), int(col_bounds[min(j + run, len(cols))])
+                    r0, r1 = int(row_bounds[i]), int(row_bounds[i + 1])
+                    for first, last in _runs([skip is None or not skip(r0, int(col_bounds[j]))
+                                              for j in range(len(cols))], run, self.progress):
+                        c0, c1 = int(col_bounds[first]), int(col_bounds[last])
                         part = [s[..., r0:r1, c0:c1] for s in sources]
                         regions = [(slice(None),) * (s.ndim - 2) + (slice(r0, r1), slice(c0, c1)) for s in sources]
                         dask.compute(dsa.store(part, list(targets), regions=regions, lock=False, compute=False))
@@ -136,6 +143,20 @@ class Runner:
                 self.progress.advance(1)
                 for more in submit(1):
                     running.add(more)
+
+
+def _runs(wanted: Sequence[bool], length: int, progress: Progress) -> Iterator[tuple[int, int]]:
+    """Runs [first, last) of consecutive wanted chunks, at most ``length`` long; each chunk
+    not wanted counts as done for the progress."""
+    first = None
+    for j, want in enumerate([*wanted, False]):
+        if first is not None and (not want or j - first == length):
+            yield first, j
+            first = None
+        if want and first is None:
+            first = j
+        elif not want and j < len(wanted):
+            progress.advance(1)
 
 
 Place = tuple[Any, tuple[slice, ...]]  # a target and the slices of it that a block fills

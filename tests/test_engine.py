@@ -151,3 +151,53 @@ def test_killed_prediction_leaves_no_file_at_the_output(big, tmp_path, sig):
         assert "interrupted" in proc.stderr.read()
     else:  # no handler runs on SIGKILL: only a hidden, clearly named partial file may remain
         assert all(f.startswith(".killed.tif.partial-") for f in leftovers)
+
+
+def _files(path):
+    """Every file under ``path`` (a GeoTIFF and its side files, or a Zarr store) with its bytes."""
+    root = os.fspath(path)
+    if os.path.isfile(root):
+        return {os.path.basename(root): open(root, "rb").read()}
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+            for d, _, names in os.walk(root) for f in names}
+
+
+@pytest.mark.parametrize("kind, sig", [("tif", signal.SIGINT), ("tif", signal.SIGKILL), ("zarr", signal.SIGKILL)])
+def test_resume_after_an_interruption_gives_the_same_bytes(big, tmp_path, kind, sig):
+    """A `predict --resume` stopped by Ctrl-C or kill -9 after a few chunks, then run again:
+    it computes only the missing chunks and writes, byte for byte, what an uninterrupted
+    --resume run writes (the pixels of a plain run)."""
+    import json
+
+    folder, scene, model, cube = big
+    exe = os.path.join(os.path.dirname(sys.executable), "cssd-geo")
+    args = ["predict", model, scene, "--chunk", "16", "--probabilities", "--resume"]
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "cut").mkdir()
+    whole, out = tmp_path / "whole" / f"m.{kind}", tmp_path / "cut" / f"m.{kind}"
+    assert subprocess.run([exe, "--quiet", *args, "-o", str(whole)]).returncode == 0
+    state = tmp_path / "cut" / f".m.{kind}.resume"
+    proc = subprocess.Popen([exe, "--quiet", *args, "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(state.glob("classes-*.npy"))) < 5 and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "prediction finished before it could be interrupted"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    saved = len(list(state.glob("classes-*.npy")))
+    assert not out.exists() and 5 <= saved < 19 * 18  # 300 x 280 px in 16 px chunks
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "run the same command again to continue" in proc.stderr.read()
+    again = subprocess.run([exe, "--json-progress", *args, "-o", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    events = [json.loads(line) for line in again.stderr.splitlines() if line.startswith("{")]
+    resumed = next(e["message"] for e in events if "resuming" in e.get("message", ""))
+    assert resumed.startswith("resuming: ") and int(resumed.split()[1]) >= saved - 1
+    assert _files(out) == _files(whole)
+    if kind == "tif":
+        for side in ("m_probabilities.tif", "m.qml"):
+            assert _files(tmp_path / "cut" / side) == _files(tmp_path / "whole" / side)
+        plain = tmp_path / "plain.tif"
+        cssd_geo.predict(model, scene, plain, PredictConfig(chunk=64, device="cpu"))
+        assert np.array_equal(_map(plain), _map(out))
+    assert not state.exists() and not (tmp_path / "whole" / f".m.{kind}.resume").exists()

@@ -723,6 +723,24 @@ def test_reduced_precision_on_the_cpu(workspace, capsys, tmp_path, device, monke
     assert os.listdir(tmp_path) == []
 
 
+def test_resume_refusals(workspace, capsys, tmp_path):
+    out = tmp_path / "m.tif"
+    state = tmp_path / ".m.tif.resume"
+    state.mkdir()
+    (state / "request.json").write_text('{"chunk": 7}')  # left by a run with other options
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", out, "--resume")
+    assert_one_line_error(code, err, ".m.tif.resume: holds an unfinished run of another request (differs in ",
+                          "run the same command as then, or delete that folder to start again")
+    code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "c.tif",
+                        "--resume", "--scheduler", "tcp://127.0.0.1:8786")
+    assert_one_line_error(code, err, "--resume runs on this machine: drop --scheduler",
+                          "a cluster already survives a lost worker")
+    with pytest.raises(CssdError, match="--resume needs the model and the scene as files"):
+        cssd_geo.predict(cssd_geo.load_model(workspace["model"]), workspace["scene"], tmp_path / "d.tif",
+                         cssd_geo.PredictConfig(resume=True))
+    assert sorted(os.listdir(tmp_path)) == [".m.tif.resume"]
+
+
 @pytest.mark.parametrize("chunk", ["0", "-64"])
 def test_chunk_not_positive(workspace, capsys, tmp_path, chunk):
     code, err = run_cli(capsys, "predict", workspace["model"], workspace["scene"], "-o", tmp_path / "m.tif",

@@ -13,7 +13,6 @@ a map of any size.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from .errors import CssdError, writing
 from .io.scene import Grid
 from .io.vector import check_point_output, read_labels, write_points
 from .io.writers import read_class_table
-from .outputs import OutputSet, check_output, output_file
+from .outputs import OutputSet, check_output, output_file, write_json
 from .progress import Progress
 
 Z95 = 1.959964  # the standard normal quantile of a two-sided 95 % interval
@@ -380,9 +379,7 @@ def estimate_area(map_path: str | os.PathLike, reference: str | os.PathLike, con
                           stratified_estimates(counts, class_map.pixels), class_map.pixel_area_m2, notes)
     with OutputSet() as outputs:
         if config.json_path:
-            with writing(config.json_path), output_file(config.json_path, outputs) as tmp, \
-                    open(tmp, "w", encoding="utf-8") as f:
-                json.dump(result.to_json(), f, indent=2)
+            write_json(config.json_path, result.to_json(), outputs)
         if config.csv_path:
             with writing(config.csv_path), output_file(config.csv_path, outputs) as tmp:
                 result.write_csv(tmp)

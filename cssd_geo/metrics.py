@@ -1,7 +1,6 @@
 """Accuracy of a class map against reference labels: OA, AA, kappa, per class, confusion."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -13,12 +12,12 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix
 
 from .classes import ClassInfo
 from .config import EvaluateConfig
-from .errors import CssdError, writing
+from .errors import CssdError
 from .io.scene import Grid
 from .io.vector import rasterize_labels, read_labels
 from .io.writers import read_class_table
 from .model import read_model_metadata
-from .outputs import OutputSet, check_output, output_file
+from .outputs import OutputSet, check_output, write_json
 from .progress import Progress
 
 
@@ -122,9 +121,7 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     result.excluded_training_pixels = excluded
     with OutputSet() as outputs:
         if config.json_path:
-            with writing(config.json_path), output_file(config.json_path, outputs) as tmp, \
-                    open(tmp, "w", encoding="utf-8") as f:
-                json.dump(result.to_json(), f, indent=2)
+            write_json(config.json_path, result.to_json(), outputs)
         if config.plot_path:
             from . import plots
 

@@ -9,12 +9,14 @@ looking complete when it is not.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 from .errors import CssdError, writing
 
@@ -123,6 +125,12 @@ def output_file(path: str, outputs: OutputSet | None = None, suffix: str | None 
         return
     with OutputSet() as own:
         yield own.temporary(path, suffix=suffix)
+
+
+def write_json(path: str, document: Any, outputs: OutputSet | None = None) -> None:
+    """A JSON report (indented) at ``path``, published at once or with ``outputs``."""
+    with writing(path), output_file(path, outputs) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(document, f, indent=2)
 
 
 def _replace(tmp: str, path: str) -> None:

@@ -58,8 +58,9 @@ $(QGIS_VENV)/.installed: pyproject.toml
 test-qgis: venv $(QGIS_VENV)/.installed
 	QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/python -m pytest -q -rP -p no:cacheprovider tests/qgis
 
-plugin:
-	$(PYTHON) tools/build_qgis_plugin.py dist/cssd_geo_qgis.zip
+# the plugin zip carries the cssd-geo wheel, built with the venv's pip
+plugin: venv
+	$(BIN)/python tools/build_qgis_plugin.py dist/cssd_geo_qgis.zip
 
 clean:
 	rm -rf $(VENV) $(QGIS_VENV) $(DEMO) dist *.egg-info

@@ -20,6 +20,7 @@ import xarray as xr
 
 from .classes import ClassInfo
 from .config import SuggestConfig
+from .device import describe_device, resolve_device
 from .io.vector import check_point_output, write_points
 from .io.writers import PROBABILITY_NODATA, PROBABILITY_SCALE, side_outputs
 from .model import CSSD, load_model
@@ -105,7 +106,8 @@ def suggest(model: str | os.PathLike[str], scene: str | os.PathLike[str] | xr.Da
     folder = os.path.dirname(os.path.abspath(output))
     with tempfile.TemporaryDirectory(prefix=f".{os.path.basename(output)}.probabilities-", dir=folder) as tmp:
         classes_path = os.path.join(tmp, "map.tif")
-        predict(model, scene, classes_path, config.prediction(), progress)
+        predict(model, scene, classes_path, config.prediction(), _Inner(progress))
+        progress.message(f"device: {describe_device(resolve_device(config.device), config.device)}")
         with rasterio.open(side_outputs(classes_path, ["probabilities"])["probabilities"]) as ds:
             grid_crs, transform = ds.crs, ds.transform
             pool = _candidates(ds, config, spacing, progress)
@@ -118,6 +120,27 @@ def suggest(model: str | os.PathLike[str], scene: str | os.PathLike[str] | xr.Da
         geometry=gpd.points_from_xy(np.asarray(xs), np.asarray(ys)), crs=grid_crs)
     write_points(frame, output)
     return Suggestions(output, network.classes, rows, cols, predicted, confidence, score, spacing)
+
+
+class _Inner(Progress):
+    """The progress of the prediction behind the suggestions: its stages and messages, but
+    not "map written to" a temporary file the user never sees (suggest names the device itself)."""
+
+    def __init__(self, outer: Progress) -> None:
+        self.outer = outer
+
+    def stage(self, name: str, total: int) -> None:
+        self.outer.stage(name, total)
+
+    def advance(self, steps: int = 1, note: str = "") -> None:
+        self.outer.advance(steps, note)
+
+    def message(self, text: str) -> None:
+        if not text.startswith("map written to"):
+            self.outer.message(text)
+
+    def cancelled(self) -> bool:
+        return self.outer.cancelled()
 
 
 _Pool = dict[int, tuple[np.ndarray, ...]]  # class index -> (uncertainty, rows, cols, confidence), best first

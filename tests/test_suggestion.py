@@ -48,8 +48,10 @@ def test_spaced_keeps_the_order_and_the_distance():
 def test_suggest_through_the_cli(model_and_probabilities, tmp_path, capsys):
     scene, model, p = model_and_probabilities
     out = tmp_path / "next.gpkg"
-    assert main(["--quiet", "suggest", str(model), scene, "-o", str(out), "--points", "6", "--spacing", "7"]) == 0
-    assert "6 points at least 7 pixels apart" in capsys.readouterr().out
+    assert main(["suggest", str(model), scene, "-o", str(out), "--points", "6", "--spacing", "7"]) == 0
+    captured = capsys.readouterr()
+    assert "6 points at least 7 pixels apart" in captured.out
+    assert "map written to" not in captured.err  # the probabilities' temporary map is not the user's
     frame = gpd.read_file(out, engine="pyogrio")
     assert frame["rank"].tolist() == [1, 2, 3, 4, 5, 6] and frame["label"].isna().all()
     with rasterio.open(scene) as ds:

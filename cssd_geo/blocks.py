@@ -2,7 +2,6 @@
 the requested output layers. Small and picklable, so cluster workers run it too."""
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -28,10 +27,10 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass(frozen=True)
 class BlockJob:
     """Everything a chunk task needs. ``model`` is the module itself (local runs) or None
-    (cluster runs: the model file's bytes travel to each worker once, as a task dependency, and
-    each worker process loads them once, see :func:`job_model`). ``device`` may be ``"auto"``,
-    resolved on the worker. ``tta``: average the class probabilities over the 8 dihedral views
-    of each window (:func:`view_probabilities`)."""
+    (cluster runs: ``model_digest`` names the model file, whose bytes reach each worker once,
+    see :func:`register_model_file`, and which each worker process loads once). ``device`` may
+    be ``"auto"``, resolved on the worker. ``tta``: average the class probabilities over the 8
+    dihedral views of each window (:func:`view_probabilities`)."""
 
     model: CSSD | None
     device: str
@@ -41,6 +40,7 @@ class BlockJob:
     lookup: tuple[int, ...]  # class id of each logit
     map_nodata: int
     tta: bool = False
+    model_digest: str | None = None  # sha256 of the model file (cluster runs)
 
     def bands_out(self, n_classes: int) -> int:
         """Rows of the array a block task returns."""
@@ -48,26 +48,34 @@ class BlockJob:
         return sum(sizes[o] for o in self.outputs)
 
 
+_MODEL_FILES: dict[str, bytes] = {}  # model files that reached this process, by sha256
 _WORKER_MODELS: dict[tuple[str, str], tuple[CSSD, torch.device]] = {}
 _MODEL_LOCK = threading.Lock()
 
 
-def job_model(job: BlockJob, model_file: bytes | None = None) -> tuple[CSSD, torch.device]:
-    """The job's module and the device it runs on: the job's own module, or the model file's
-    ``model_file`` bytes loaded once per process (and per device) on the job's device, ``auto``
-    resolved here (so each worker of a cluster uses its own GPU when it has one)."""
+def register_model_file(digest: str, data: bytes) -> None:
+    """Make a model file's bytes known to this process (a cluster worker) under its sha256."""
+    with _MODEL_LOCK:
+        _MODEL_FILES[digest] = data
+
+
+def job_model(job: BlockJob) -> tuple[CSSD, torch.device]:
+    """The job's module and the device it runs on: the job's own module, or the registered
+    model file loaded once per process (and per device) on the job's device, ``auto`` resolved
+    here (so each worker of a cluster uses its own GPU when it has one)."""
     if job.model is not None:
         return job.model, torch.device(job.device)
-    if model_file is None:
-        raise ValueError("a cluster job needs the model file's bytes")
-    key = (hashlib.sha256(model_file).hexdigest(), job.device)
+    key = (str(job.model_digest), job.device)
     with _MODEL_LOCK:
         if key not in _WORKER_MODELS:
+            data = _MODEL_FILES.get(str(job.model_digest))
+            if data is None:
+                raise RuntimeError(f"model {job.model_digest} has not reached this worker")
             device = resolve_device(job.device)
             with tempfile.TemporaryDirectory(prefix="cssd-model-") as folder:
-                path = os.path.join(folder, "model.cssd")
+                path = os.path.join(folder, "model.cssd")  # load_model reads the header from a file
                 with open(path, "wb") as f:
-                    f.write(model_file)
+                    f.write(data)
                 _WORKER_MODELS[key] = (load_model(path, device=device), device)
         return _WORKER_MODELS[key]
 
@@ -123,12 +131,11 @@ def view_probabilities(model: CSSD, x: torch.Tensor, precision: str = "fp32") ->
     return total.div_(1 + len(rest))
 
 
-def predict_block(block: np.ndarray, job: BlockJob, model_file: bytes | None = None) -> np.ndarray:
+def predict_block(block: np.ndarray, job: BlockJob) -> np.ndarray:
     """Outputs of one chunk: ``block`` is (band, rows + 2 reach, cols + 2 reach) raw values;
     the result is float32 (output band, rows, cols) in the order of ``job.outputs``. With
-    ``job.tta`` the probabilities are the mean over the views and the logits their log.
-    ``model_file``: the model file's bytes, for a cluster job (see :func:`job_model`)."""
-    model, device = job_model(job, model_file)
+    ``job.tta`` the probabilities are the mean over the views and the logits their log."""
+    model, device = job_model(job)
     h = model.reach
     x = mask_invalid(np.array(block, dtype=np.float32), job.nodata)
     valid = np.isfinite(x[0, h:x.shape[1] - h, h:x.shape[2] - h])
@@ -156,15 +163,11 @@ def predict_block(block: np.ndarray, job: BlockJob, model_file: bytes | None = N
     return np.concatenate(out, axis=0)
 
 
-def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int,
-                  model_file: bytes | None = None) -> dsa.Array:
+def block_outputs(scene: xr.DataArray, model: CSSD, job: BlockJob, chunk: int) -> dsa.Array:
     """The lazy (output band, y, x) array of ``job.outputs`` over the whole scene in
-    ``chunk`` x ``chunk`` chunks, each computed with the model's halo (``model.reach``).
-    ``model_file`` (a cluster job's model) becomes one key of the graph that every chunk task
-    depends on: a worker receives it once, however many chunks it computes."""
+    ``chunk`` x ``chunk`` chunks, each computed with the model's halo (``model.reach``)."""
     data = scene.data if isinstance(scene.data, dsa.Array) else dsa.from_array(scene.data)
-    extra = {} if model_file is None else {"model_file": dask.delayed(model_file, pure=True)}
-    return map_with_halo(predict_block, data, model.reach, chunk, job.bands_out(model.n_classes), job=job, **extra)
+    return map_with_halo(predict_block, data, model.reach, chunk, job.bands_out(model.n_classes), job=job)
 
 
 def predict_logits(model: CSSD, scene: xr.DataArray, chunk: int = 256, device: str = "cpu", *,

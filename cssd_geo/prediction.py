@@ -4,6 +4,7 @@ into the writers of the output layers (:mod:`cssd_geo.io.writers`), all outputs 
 together at the end (:mod:`cssd_geo.outputs`)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -70,7 +71,7 @@ def predict(model: str | os.PathLike[str] | CSSD, scene: str | os.PathLike[str] 
     raw = scene if isinstance(scene, xr.DataArray) else open_scene(scene)
     lazy = _lazy_layers(net, raw, config, layers, device, names)
     grid, chunk, arrays, map_nodata = lazy.grid, lazy.chunk, lazy.arrays, lazy.map_nodata
-    runner = Runner(progress, predict_block.__name__, device, config.scheduler)
+    runner = Runner(progress, predict_block.__name__, device, config.scheduler, model_file=lazy.model_file)
     n_chunks = arrays["classes"].numblocks[0] * arrays["classes"].numblocks[1]
     start = time.perf_counter()
     state = None
@@ -133,6 +134,7 @@ class _Lazy:
     chunk: int
     arrays: dict[str, Any]
     map_nodata: int
+    model_file: tuple[str, bytes] | None = None  # a cluster run's model file (sha256, bytes) for the workers
 
 
 def _lazy_layers(net: CSSD, raw: xr.DataArray, config: PredictConfig, layers: tuple[Layer, ...],
@@ -145,10 +147,11 @@ def _lazy_layers(net: CSSD, raw: xr.DataArray, config: PredictConfig, layers: tu
     da = prepare(raw, bands, scene_mask(raw, config.mask, config.product_masks))
     chunk = config.chunk or default_chunk(net, device=device)
     dtype, map_nodata = map_encoding(net.classes)
-    model_file: bytes | None = None
+    cluster_file: tuple[str, bytes] | None = None
     if device is None:  # a cluster: the model file travels to the workers, each resolves the device
         with reading(names.model):
-            model_file = Path(names.model).read_bytes()
+            data = Path(names.model).read_bytes()
+        cluster_file = (hashlib.sha256(data).hexdigest(), data)
         job_model, job_device = None, config.device
     else:
         job_model, job_device = net.to(device).eval(), str(device)
@@ -156,9 +159,9 @@ def _lazy_layers(net: CSSD, raw: xr.DataArray, config: PredictConfig, layers: tu
             raise CssdError(f"--precision {config.precision}: reduced precision runs on CUDA only, and this run "
                             f"computes on the CPU; leave --precision out (fp32), or predict on a GPU (--device cuda)")
     job = BlockJob(job_model, job_device, config.precision, scene_nodata(da), layers,
-                   tuple(c.id for c in net.classes), map_nodata, config.tta)
-    arrays = _split_layers(block_outputs(da, net, job, chunk, model_file), layers, net.n_classes, dtype)
-    return _Lazy(da, scene_grid(da), chunk, arrays, map_nodata)
+                   tuple(c.id for c in net.classes), map_nodata, config.tta, cluster_file and cluster_file[0])
+    arrays = _split_layers(block_outputs(da, net, job, chunk), layers, net.n_classes, dtype)
+    return _Lazy(da, scene_grid(da), chunk, arrays, map_nodata, cluster_file)
 
 
 @dataclass

@@ -45,9 +45,11 @@ class Runner:
     """
 
     def __init__(self, progress: Progress, task_name: str, device: torch.device | None,
-                 scheduler: str | None = None, threads: int | None = None) -> None:
+                 scheduler: str | None = None, threads: int | None = None,
+                 model_file: tuple[str, bytes] | None = None) -> None:
         self.progress, self.task_name, self.device, self.scheduler = progress, task_name, device, scheduler
         self.threads = threads  # None: from the device (see _workers); 1: blocks written in a fixed order
+        self.model_file = model_file  # a cluster run's model file (sha256, bytes), see workers.ModelFile
 
     def steps(self, chunks: int, layers: int) -> int:
         """Progress steps of a run of ``chunks`` chunks and ``layers`` output layers: a chunk
@@ -122,6 +124,10 @@ class Runner:
             from distributed import as_completed  # importable: _client has checked the [cluster] extra
 
             self.progress.message(f"running on {self.scheduler}; Dask dashboard: {client.dashboard_link}")
+            if self.model_file is not None:
+                from .workers import ModelFile  # imports distributed, which the check above found
+
+                client.register_plugin(ModelFile(*self.model_file))
             pending = iter(_blocks(sources, targets))
             threads = sum(client.nthreads().values()) or 1
             where: dict[str, Place] = {}

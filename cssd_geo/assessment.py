@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +58,6 @@ class ClassMap:
         return abs(self.grid.transform.a * self.grid.transform.e) * factor ** 2
 
 
-def _blocks(ds: Any) -> Iterator[Window]:
-    for _, window in ds.block_windows(1):
-        yield window
-
-
 def open_class_map(path: str | os.PathLike, progress: Progress | None = None) -> ClassMap:
     """Open a map written by ``cssd-geo predict`` and count its pixels per class."""
     progress = progress or Progress()
@@ -79,7 +73,7 @@ def open_class_map(path: str | os.PathLike, progress: Progress | None = None) ->
         with rasterio.open(path) as ds:
             grid = Grid(ds.crs, ds.transform, ds.height, ds.width)
             nodata = ds.nodata
-            windows = list(_blocks(ds))
+            windows = [window for _, window in ds.block_windows(1)]
             progress.stage("counting mapped pixels", len(windows))
             blocks = []
             for window in windows:

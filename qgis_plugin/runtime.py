@@ -150,23 +150,21 @@ def install(feedback: QgsProcessingFeedback, torch_requirement: str = "") -> str
     wheel = plugin_wheel()
     root = folder()
     python = str(_bin(root, "python"))
-    steps: list[tuple[str, list[str]]] = []
+    # each step's command is made when its turn comes: torch's asks the new environment's pip
+    steps: list[tuple[str, Callable[[], list[str]]]] = []
     if not Path(python).is_file():
         base = find_python()
         feedback.pushInfo(f"creating the CSSD runtime in {root} with {base}")
-        steps.append(("creating the environment", [base, "-m", "venv", str(root)]))
+        steps.append(("creating the environment", lambda: [base, "-m", "venv", str(root)]))
     else:
         feedback.pushInfo(f"updating the CSSD runtime in {root}")
     pip = [python, "-m", "pip", "install", "--progress-bar", "off"]
-    # torch's arguments ask the new environment's pip for its configuration: built when its turn comes
-    later: list[tuple[str, Callable[[], list[str]]]] = [
-        ("installing torch", lambda: pip + torch_arguments(torch_requirement, python)),
-        ("installing cssd-geo and its dependencies", lambda: pip + [str(wheel)]),
-        ("installing this plugin's cssd-geo", lambda: pip + ["--force-reinstall", "--no-deps", str(wheel)])]
-    everything = [(name, lambda argv=argv: argv) for name, argv in steps] + later
-    for i, (name, command) in enumerate(everything):
+    steps += [("installing torch", lambda: pip + torch_arguments(torch_requirement, python)),
+              ("installing cssd-geo and its dependencies", lambda: pip + [str(wheel)]),
+              ("installing this plugin's cssd-geo", lambda: pip + ["--force-reinstall", "--no-deps", str(wheel)])]
+    for i, (name, command) in enumerate(steps):
         feedback.setProgressText(name)
-        feedback.setProgress(100.0 * i / (len(everything) + 1))
+        feedback.setProgress(100.0 * i / (len(steps) + 1))
         run_step(command(), feedback)
     executable = installed_executable()
     if not executable:

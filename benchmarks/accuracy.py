@@ -166,7 +166,8 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
     held_out = None
     if curve is not None:
         r, c = np.nonzero(curve)
-        r, c = sampling.validation_subset(r, c, config.seed)
+        pick = sampling.validation_subset(len(r), config.seed)
+        r, c = r[pick], c[pick]
         held_out = (r, c, np.array([index[v] for v in data.labels[r, c]]))
     model, _ = train_model(data.scene, sampling.Samples(rows, cols, targets), data.classes, config,
                            held_out=held_out, history=history)

@@ -136,7 +136,5 @@ def berlin(data: str, class_field: str = "Level_2_ID") -> LabelledScene:
     raster = rasterize_labels(table, grid)
     labels = np.zeros((grid.height, grid.width), dtype=np.int32)
     ids = np.array([c.id for c in table.classes])
-    h, w = raster.index.shape
-    window = labels[raster.row_off:raster.row_off + h, raster.col_off:raster.col_off + w]
-    window[raster.index >= 0] = ids[raster.index[raster.index >= 0]]
+    labels[raster.rows, raster.cols] = ids[raster.index]
     return LabelledScene("berlin", scene, labels, table.classes)

@@ -19,6 +19,9 @@ from .io.writers import read_class_table
 from .model import read_model_metadata
 from .outputs import OutputSet, check_output, write_json
 from .progress import Progress
+from .tiling import group_by_block
+
+MAP_BLOCK = 2048  # the map is read one block of this side at a time, only where labels are
 
 
 @dataclass
@@ -107,17 +110,19 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     raster = rasterize_labels(table, grid)
     for note in table.notes + raster.notes:
         progress.message(note)
-    h, w = raster.index.shape
+    predicted = np.empty(len(raster), dtype=np.int64)
     with rasterio.open(map_path) as ds:
-        predicted = ds.read(1, window=Window(raster.col_off, raster.row_off, w, h))
-    mask = raster.index >= 0
-    if nodata is not None:
-        mask &= predicted != nodata
+        for members in group_by_block(raster.rows, raster.cols, MAP_BLOCK):
+            r, c = raster.rows[members], raster.cols[members]
+            r0, c0 = int(r.min()), int(c.min())
+            part = ds.read(1, window=Window(c0, r0, int(c.max()) - c0 + 1, int(r.max()) - r0 + 1))
+            predicted[members] = part[r - r0, c - c0]
+    mask = np.ones(len(raster), dtype=bool) if nodata is None else predicted != nodata
     excluded = 0
     if config.exclude_training:
-        mask, excluded = _drop_training(mask, raster.row_off, raster.col_off, grid, config.exclude_training)
+        mask, excluded = _drop_training(mask, raster.rows, raster.cols, grid, config.exclude_training)
     lookup = np.array([c.id for c in classes])
-    result = compute_metrics(lookup[raster.index[mask]], predicted[mask].astype(np.int64), classes)
+    result = compute_metrics(lookup[raster.index[mask]], predicted[mask], classes)
     result.excluded_training_pixels = excluded
     with OutputSet() as outputs:
         if config.json_path:
@@ -131,17 +136,17 @@ def evaluate(map_path: str | os.PathLike, labels: str | os.PathLike, config: Eva
     return result
 
 
-def _drop_training(mask: np.ndarray, row_off: int, col_off: int, grid: Grid, model_path: str) -> tuple[np.ndarray, int]:
-    """Remove the model's training pixels (stored as map coordinates) from ``mask``."""
+def _drop_training(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid: Grid,
+                   model_path: str) -> tuple[np.ndarray, int]:
+    """Remove the model's training pixels (stored as map coordinates) from ``mask``, one
+    boolean per labelled pixel (scene ``rows``, ``cols``)."""
     pixels = read_model_metadata(model_path).get("training_pixels") or {}
     xs, ys = np.asarray(pixels.get("x", []), float), np.asarray(pixels.get("y", []), float)
     if xs.size == 0:
         return mask, 0
-    rows, cols = rasterio.transform.rowcol(grid.transform, xs, ys)
-    rows = np.asarray(rows, dtype=np.int64) - row_off
-    cols = np.asarray(cols, dtype=np.int64) - col_off
-    inside = (rows >= 0) & (rows < mask.shape[0]) & (cols >= 0) & (cols < mask.shape[1])
-    mask = mask.copy()
+    train_rows, train_cols = (np.asarray(v, dtype=np.int64) for v in rasterio.transform.rowcol(grid.transform, xs, ys))
+    inside = (train_rows >= 0) & (train_rows < grid.height) & (train_cols >= 0) & (train_cols < grid.width)
+    trained = np.isin(rows * grid.width + cols, train_rows[inside] * grid.width + train_cols[inside])
     before = int(mask.sum())
-    mask[rows[inside], cols[inside]] = False
+    mask = mask & ~trained
     return mask, before - int(mask.sum())

@@ -3,6 +3,7 @@ unlabelled pixels its self-distillation learns from, the held-out pixels its val
 scores, the benchmark protocol's split; and cutting model windows around chosen pixels."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,11 +12,11 @@ import xarray as xr
 from .config import Sampling
 from .errors import CssdError
 from .io.scene import scene_nodata, valid_pixels
-from .io.vector import LabelRaster
+from .io.vector import LabelPixels
 from .progress import Progress
-from .tiling import read_window, reflect_index
+from .tiling import group_by_block, read_window, reflect_index
 
-VALIDATION_PIXELS = 2000  # held-out pixels scored after each epoch (a seeded random subset)
+VALIDATION_PIXELS = 2000  # held-out pixels a training run scores (a seeded random subset)
 UNLABELLED_TILES = 16  # random scene tiles the unlabelled windows are centred in
 UNLABELLED_TILE = 48  # their side: memory is tiles x (side + window - 1)^2 pixels, whatever the scene size
 
@@ -35,21 +36,20 @@ class Samples:
         return int(self.rows.size)
 
 
-def draw_shots(labels: LabelRaster, shots: int, seed: int, *, scheme: Sampling = "random",
+def draw_shots(labels: LabelPixels, shots: int, seed: int, *, scheme: Sampling = "random",
                stride: int = 5, valid: np.ndarray | None = None) -> Samples:
     """Draw up to ``shots`` labelled pixels per class with a seeded generator.
 
     ``scheme="random"`` draws among all labelled pixels of a class; ``"grid"`` draws among
     those on a scene-aligned ``stride`` grid (the semi-overlapping window scheme), falling
     back to all pixels of a class that has none on the grid. A class with fewer pixels than
-    ``shots`` gives all it has. ``valid`` (same shape as ``labels.index``) excludes pixels
+    ``shots`` gives all it has. ``valid`` (one boolean per labelled pixel) excludes pixels
     that are nodata in the scene. Pixels not drawn stay free for validation.
     """
     rng = np.random.default_rng(seed)
-    rows, cols, index = labels.pixels()
+    rows, cols, index = labels.rows, labels.cols, labels.index
     if valid is not None:
-        keep = valid[rows - labels.row_off, cols - labels.col_off]
-        rows, cols, index = rows[keep], cols[keep], index[keep]
+        rows, cols, index = rows[valid], cols[valid], index[valid]
     picked, available, drawn = [], {}, {}
     for k in range(len(labels.classes)):
         members = np.flatnonzero(index == k)
@@ -66,13 +66,13 @@ def draw_shots(labels: LabelRaster, shots: int, seed: int, *, scheme: Sampling =
     return Samples(rows[sel], cols[sel], index[sel], available, drawn)
 
 
-def draw_training_pixels(raster: LabelRaster, valid: np.ndarray, shots: int, seed: int, *,
+def draw_training_pixels(raster: LabelPixels, valid: np.ndarray, shots: int, seed: int, *,
                          scheme: Sampling = "random", stride: int = 5, progress: Progress | None = None) -> Samples:
     """The shots of a training run (:func:`draw_shots` among the labelled pixels that are
-    ``valid`` in the scene), refusing a class with none and saying which have fewer than
-    ``shots`` and how many labelled pixels are nodata."""
+    ``valid`` in the scene, one boolean per pixel), refusing a class with none and saying
+    which have fewer than ``shots`` and how many labelled pixels are nodata."""
     progress = progress or Progress()
-    skipped = int(((raster.index >= 0) & ~valid).sum())
+    skipped = int((~valid).sum())
     if skipped:
         progress.message(f"{skipped} labelled pixels are nodata in the scene and were left out")
     samples = draw_shots(raster, shots, seed, scheme=scheme, stride=stride, valid=valid)
@@ -86,27 +86,24 @@ def draw_training_pixels(raster: LabelRaster, valid: np.ndarray, shots: int, see
     return samples
 
 
-def validation_subset(rows: np.ndarray, cols: np.ndarray, seed: int,
-                      size: int = VALIDATION_PIXELS) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded random subset of at most ``size`` of the pixels (``rows``, ``cols``), in the
+def validation_subset(count: int, seed: int, size: int = VALIDATION_PIXELS) -> np.ndarray:
+    """Positions of a seeded random subset of at most ``size`` of ``count`` pixels, in the
     order drawn."""
-    pick = np.random.default_rng(seed).permutation(len(rows))[:size]
-    return np.asarray(rows)[pick], np.asarray(cols)[pick]
+    return np.random.default_rng(seed).permutation(count)[:size]
 
 
-def held_out_pixels(raster: LabelRaster, samples: Samples, valid: np.ndarray,
+def held_out_pixels(raster: LabelPixels, samples: Samples, valid: np.ndarray,
                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Labelled, valid pixels not used for training (a :func:`validation_subset`, sorted by
     row): scene rows, columns and class indices, or None when there are none."""
-    free = (raster.index >= 0) & valid
-    free[samples.rows - raster.row_off, samples.cols - raster.col_off] = False
-    r, c = np.nonzero(free)
-    if len(r) == 0:
+    width = int(max(raster.cols.max(initial=0), np.max(samples.cols, initial=0))) + 1
+    trained = np.isin(raster.rows * width + raster.cols, np.asarray(samples.rows) * width + np.asarray(samples.cols))
+    free = np.flatnonzero(valid & ~trained)
+    if len(free) == 0:
         return None
-    r, c = validation_subset(r, c, seed)
-    order = np.argsort(r, kind="stable")
-    r, c = r[order], c[order]
-    return r + raster.row_off, c + raster.col_off, raster.index[r, c].astype(np.int64)
+    picked = free[validation_subset(free.size, seed)]
+    picked = picked[np.argsort(raster.rows[picked], kind="stable")]
+    return raster.rows[picked], raster.cols[picked], raster.index[picked]
 
 
 def few_shot_split(labels: np.ndarray, shots: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,15 +209,30 @@ def window_pixels(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray, windo
     linear = np.broadcast_to(linear, (rows.size, window, window))
     unique, inverse = np.unique(linear, return_inverse=True)
     spectra = np.empty((unique.size, scene.sizes["band"]), dtype=np.float32)
-    ur, uc = unique // width, unique % width
-    keys = (ur // block) * (1 + width // block) + uc // block
-    for key in np.unique(keys):
-        members = np.flatnonzero(keys == key)
-        r0, r1 = int(ur[members].min()), int(ur[members].max()) + 1
-        c0, c1 = int(uc[members].min()), int(uc[members].max()) + 1
-        data = read_window(scene, r0, r1, c0, c1)
-        spectra[members] = data[:, ur[members] - r0, uc[members] - c0].T
+    for members, values in pixels_by_block(scene, unique // width, unique % width, block):
+        spectra[members] = values.T
     return spectra, inverse.reshape(rows.size, window, window)
+
+
+def pixels_by_block(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray,
+                    block: int = 512) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The given scene pixels, read one ``block`` x ``block`` scene block at a time: for each
+    block that holds some, their positions in ``rows``/``cols`` and their values, float32
+    (band, n), nodata as NaN. Only the part of a block that spans its pixels is read."""
+    for members in group_by_block(rows, cols, block):
+        r0, r1 = int(rows[members].min()), int(rows[members].max()) + 1
+        c0, c1 = int(cols[members].min()), int(cols[members].max()) + 1
+        data = read_window(scene, r0, r1, c0, c1)
+        yield members, data[:, rows[members] - r0, cols[members] - c0]
+
+
+def valid_at(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """True for each given pixel that is valid (finite and not nodata) in every band; read
+    block by block, so the cost follows the pixels, not their extent."""
+    valid = np.zeros(rows.size, dtype=bool)
+    for members, values in pixels_by_block(scene, rows, cols):
+        valid[members] = np.isfinite(values).all(axis=0)
+    return valid
 
 
 def cut_windows(scene: xr.DataArray, rows: np.ndarray, cols: np.ndarray, window: int,

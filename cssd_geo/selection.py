@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 import xarray as xr
-from scipy import ndimage
 
 from .classes import ClassInfo
 from .config import TrainConfig
@@ -77,14 +76,40 @@ class FieldEstimate:
                 f"chose patch {self.patch}, map from {source} ({self.seconds:.0f} s of cross-validation){rough}")
 
 
-def label_fields(index: np.ndarray) -> np.ndarray:
-    """Connected fields of a class-index raster (-1 = unlabelled): 8-connected pixels of one
-    class, numbered from 1; 0 = unlabelled."""
-    out = np.zeros(index.shape, dtype=np.int32)
-    for k in np.unique(index[index >= 0]):
-        components, _ = ndimage.label(index == k, structure=np.ones((3, 3), dtype=bool))
-        out[components > 0] = components[components > 0] + out.max()
-    return out
+def label_fields(rows: np.ndarray, cols: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Field of each labelled pixel (scene rows, columns, class indices): 8-connected pixels
+    of one class share a field. Numbered from 1, class by class, each class's fields in the
+    row-major order of their first pixel (as labelling one class raster at a time would).
+
+    The pixels are linked to their labelled neighbours through a sparse graph
+    (scipy.sparse.csgraph), so the cost follows the labelled pixels, not their extent."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = int(rows.size)
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    width = int(cols.max()) + 3  # a free column on each side: a neighbour never wraps to another row
+    key = (rows.astype(np.int64) - int(rows.min()) + 1) * width + cols.astype(np.int64) + 1
+    order = np.argsort(key)
+    ordered = key[order]
+    links = []
+    for step in (1, width - 1, width, width + 1):  # right, and the three below: each pair once
+        at = np.minimum(np.searchsorted(ordered, key + step), n - 1)
+        hit = np.flatnonzero(ordered[at] == key + step)
+        other = order[at[hit]]
+        same = index[hit] == index[other]
+        links.append((hit[same], other[same]))
+    a = np.concatenate([pair[0] for pair in links])
+    b = np.concatenate([pair[1] for pair in links])
+    _, component = connected_components(coo_matrix((np.ones(a.size), (a, b)), shape=(n, n)), directed=False)
+    first = np.full(int(component.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, component, key)
+    pixel_class = np.empty(first.size, dtype=np.int64)
+    pixel_class[component] = index
+    number = np.empty(first.size, dtype=np.int32)
+    number[np.lexsort((first, pixel_class))] = np.arange(1, first.size + 1)
+    return number[component]
 
 
 def assign_folds(groups: np.ndarray, index: np.ndarray, folds: int, seed: int) -> np.ndarray:

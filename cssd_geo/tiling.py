@@ -19,7 +19,7 @@ output gives each pixel the prediction for its transformed window (test-time aug
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,17 @@ def read_window(da: xr.DataArray, row0: int, row1: int, col0: int, col1: int) ->
     block = np.asarray(da.data[:, r_lo:r_hi, c_lo:c_hi])
     block = block[:, rows - r_lo][:, :, cols - c_lo].astype(np.float32, copy=False)
     return mask_invalid(block, scene_nodata(da))
+
+
+def group_by_block(rows: np.ndarray, cols: np.ndarray, block: int) -> Iterator[np.ndarray]:
+    """The positions in ``rows``/``cols`` of the pixels in each ``block`` x ``block`` block of
+    the grid that holds any, block by block in row-major order: reading them a block at a time
+    keeps what is read near the pixels, however far apart they lie."""
+    if rows.size == 0:
+        return
+    keys = (rows // block) * (1 + int(cols.max()) // block) + cols // block
+    order = np.argsort(keys, kind="stable")
+    yield from np.split(order, np.flatnonzero(np.diff(keys[order])) + 1)
 
 
 def pad_halo(data: dsa.Array, halo: int) -> dsa.Array:

@@ -19,8 +19,8 @@ from .classes import ClassInfo
 from .config import Heads, TrainConfig
 from .device import describe_device, resolve_device
 from .errors import CssdError, reading
-from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid, valid_mask
-from .io.vector import LabelRaster, rasterize_labels, read_labels
+from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid
+from .io.vector import LabelPixels, rasterize_labels, read_labels
 from .masks import scene_mask
 from .model import CSSD, save_model
 from .outputs import OutputSet, check_output, output_file
@@ -31,6 +31,7 @@ from .sampling import (
     draw_training_pixels,
     draw_unlabelled_pixels,
     held_out_pixels,
+    valid_at,
     window_pixels,
 )
 from .selection import FieldEstimate, cross_validate, label_fields
@@ -101,8 +102,7 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
         raster = rasterize_labels(table, grid)
         for note in raster.notes:
             progress.message(note)
-        h, w = raster.index.shape
-        valid = valid_mask(da, raster.row_off, raster.row_off + h, raster.col_off, raster.col_off + w)
+        valid = valid_at(da, raster.rows, raster.cols)
         samples = draw_training_pixels(raster, valid, config.shots, config.seed, scheme=config.sampling,
                                        stride=config.grid_stride, progress=progress)
         held_out = held_out_pixels(raster, samples, valid, config.seed)
@@ -140,17 +140,17 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
     return result
 
 
-def choose_settings(da: xr.DataArray, raster: LabelRaster, valid: np.ndarray, config: TrainConfig,
+def choose_settings(da: xr.DataArray, raster: LabelPixels, valid: np.ndarray, config: TrainConfig,
                     device: torch.device, progress: Progress, statistics: tuple[np.ndarray, np.ndarray]
                     ) -> tuple[TrainConfig, FieldEstimate]:
     """``--patch auto``: the patch and heads that leave-fields-out cross-validation on all the
     valid labelled pixels chooses (:func:`~cssd_geo.selection.cross_validate`), put into
     ``config``; the defaults stay when there are too few fields. Logs the choice and the
     expected accuracy on unlabelled fields."""
-    fields = label_fields(np.where(valid, raster.index, -1))
-    r, c = np.nonzero(fields)
-    estimate = cross_validate(da, r + raster.row_off, c + raster.col_off, raster.index[r, c].astype(np.int64),
-                              fields[r, c], raster.classes, config, device, progress, statistics=statistics)
+    usable = raster.subset(valid)
+    fields = label_fields(usable.rows, usable.cols, usable.index)
+    estimate = cross_validate(da, usable.rows, usable.cols, usable.index, fields, raster.classes, config, device,
+                              progress, statistics=statistics)
     progress.message(estimate.summary())
     if estimate.patch is None or estimate.heads is None:
         return config, estimate

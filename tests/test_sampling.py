@@ -1,7 +1,7 @@
 import numpy as np
 
 from cssd_geo.classes import make_class_table
-from cssd_geo.io.vector import LabelRaster
+from cssd_geo.io.vector import LabelPixels
 from cssd_geo.sampling import cut_windows, draw_shots
 from tests.conftest import make_cube, write_scene
 
@@ -11,7 +11,8 @@ def _labels():
     index[0:10, 0:20] = 0  # 200 pixels
     index[20:30, 10:40] = 1  # 300 pixels
     index[36, 5:12] = 2  # 7 pixels, none on a stride-5 grid (scene row 136)
-    return LabelRaster(index, 100, 200, make_class_table([1, 2, 3], ["a", "b", "c"]))
+    r, c = np.nonzero(index >= 0)
+    return LabelPixels(r + 100, c + 200, index[r, c].astype(np.int64), make_class_table([1, 2, 3], ["a", "b", "c"]))
 
 
 def test_counts_and_shortfall():
@@ -34,10 +35,9 @@ def test_grid_scheme_and_valid_mask():
     big = s.index < 2
     assert (s.rows[big] % 5 == 0).all() and (s.cols[big] % 5 == 0).all()
     assert (s.index == 2).sum() == 5  # class c has no pixel on the grid: falls back to all
-    valid = np.ones(labels.index.shape, bool)
-    valid[0:10, 0:20] = False
+    valid = labels.index != 0  # the pixels of class a are nodata in the scene
     s = draw_shots(labels, 5, seed=0, valid=valid)
-    assert s.drawn[0] == 0
+    assert s.drawn[0] == 0 and s.drawn[1] == 5
 
 
 def test_windows_come_from_the_reflect_padded_scene(tmp_path):

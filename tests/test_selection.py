@@ -21,16 +21,32 @@ def test_folds_hold_whole_fields_and_single_field_classes_always_train():
                       [-1, -1, -1, -1, -1, -1, -1],
                       [0, -1, 2, 2, -1, 1, -1],
                       [-1, 2, -1, -1, -1, -1, -1]])
-    fields = label_fields(index)
+    r, c = np.nonzero(index >= 0)
+    fields = np.zeros(index.shape, dtype=np.int32)
+    fields[r, c] = label_fields(r, c, index[r, c])
     # class 0: three fields (0,0-1; 0,3; 2,0); class 1: two (0,5-6; 2,5); class 2: one (2,2-3 with 3,1 diagonal)
     assert fields[2, 2] == fields[2, 3] == fields[3, 1] and fields[0, 0] == fields[0, 1] != fields[0, 3]
-    r, c = np.nonzero(index >= 0)
     fold = assign_folds(fields[r, c], index[r, c], 2, seed=0)
     for g in np.unique(fields[r, c]):
         assert len(set(fold[fields[r, c] == g].tolist())) == 1  # a field is never split
     assert (fold[index[r, c] == 2] == -1).all()  # a single field: always trained on
     for k in (0, 1):  # every class with two or more fields is held out in both folds
         assert set(fold[index[r, c] == k].tolist()) == {0, 1}
+
+
+def test_fields_of_scattered_pixels_are_those_of_labelling_each_class_raster():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    index = np.where(rng.random((60, 70)) < 0.45, rng.integers(0, 3, (60, 70)), -1)
+    expected = np.zeros(index.shape, dtype=np.int32)
+    for k in range(3):  # the dense way: one raster per class, 8-connected, numbered class by class
+        parts, _ = ndimage.label(index == k, structure=np.ones((3, 3), dtype=bool))
+        expected[parts > 0] = parts[parts > 0] + expected.max()
+    r, c = np.nonzero(index >= 0)
+    shuffle = rng.permutation(r.size)  # the order the pixels come in does not matter
+    r, c = r[shuffle] + 5000, c[shuffle] + 90000  # nor where in a large scene they lie
+    assert label_fields(r, c, index[r - 5000, c - 90000]).tolist() == expected[r - 5000, c - 90000].tolist()
 
 
 def test_held_out_pixels_within_the_gap_of_a_training_pixel_are_not_scored():
@@ -52,8 +68,9 @@ def _stripes(width: int, noise: float, seed: int = 0):
 
 def test_patch_auto_chooses_a_small_window_where_fields_are_narrow():
     da, layout = _stripes(width=3, noise=900.0)
-    fields = label_fields(layout)
     r, c = np.nonzero(layout >= 0)
+    fields = np.zeros(layout.shape, dtype=np.int32)
+    fields[r, c] = label_fields(r, c, layout[r, c])
     classes = [ClassInfo(k + 1, f"c{k}", (0, 0, 0)) for k in range(3)]
     torch.manual_seed(0)
     estimate = cross_validate(da, r, c, layout[r, c], fields[r, c], classes, TrainConfig(shots=8, epochs=10),

@@ -30,13 +30,49 @@ def test_labels_in_another_crs_land_on_the_right_pixels(tmp_path):
     assert [c.name for c in labels.classes] == ["maize", "wheat"]  # text classes in sorted order
     assert [c.id for c in labels.classes] == [1, 2]
     raster = rasterize_labels(labels, GRID)
-    rows, cols, index = raster.pixels()
+    rows, cols, index = raster.rows, raster.cols, raster.index
     wheat = index == 1
     assert set(zip(rows[wheat], cols[wheat], strict=True)) == {(r, c) for r in range(700, 705) for c in range(900, 910)}
     assert list(zip(rows[~wheat], cols[~wheat], strict=True)) == [(720, 950)]
-    # only the window around the labels was rasterised, not the 1000 x 1200 scene
-    assert raster.index.size < 60 * 60
-    assert raster.row_off >= 690 and raster.col_off >= 890
+
+
+def test_fields_far_apart_cost_their_area_not_their_extent(tmp_path, monkeypatch):
+    from rasterio import features
+
+    huge = Grid(GRID.crs, GRID.transform, 200_000, 300_000)  # a continental mosaic's grid
+    frame = gpd.GeoDataFrame({"c": [1, 2, 2]}, geometry=[_rect(3, 9, 5, 8), _rect(199_990, 199_995, 299_980, 299_990),
+                                                          _rect(100_000, 100_002, 4, 6)], crs=CRS)
+    path = tmp_path / "far.gpkg"
+    frame.to_file(path, engine="pyogrio")
+    burnt = []
+    real = features.rasterize
+
+    def recording(shapes, out_shape, **kw):
+        burnt.append(out_shape)
+        return real(shapes, out_shape=out_shape, **kw)
+
+    monkeypatch.setattr(features, "rasterize", recording)
+    raster = rasterize_labels(read_labels(path, huge.crs, "c"), huge)
+    assert len(raster) == 6 * 3 + 5 * 10 + 2 * 2
+    assert sorted(set(zip(raster.rows[raster.index == 0], raster.cols[raster.index == 0], strict=True))) == \
+        [(r, c) for r in range(3, 9) for c in range(5, 8)]
+    assert (raster.rows[:-50] < raster.rows[1:-49]).any() and (np.diff(raster.rows) >= 0).all()  # row-major
+    # only the three blocks that hold a field were burnt, each at most LABEL_BLOCK square
+    assert len(burnt) == 3 and all(h <= 2048 and w <= 2048 for h, w in burnt)
+
+
+def test_overlapping_features_give_the_later_one_whatever_the_blocks(tmp_path):
+    frame = gpd.GeoDataFrame({"c": [1, 2, 3, 1]}, geometry=[_rect(0, 30, 0, 30), _rect(10, 20, 10, 40),
+                                                             _rect(5, 25, 25, 28), Point(*ORIGIN).buffer(1)], crs=CRS)
+    path = tmp_path / "overlap.gpkg"
+    frame.to_file(path, engine="pyogrio")
+    labels = read_labels(path, GRID.crs, "c")
+    whole, blocks = rasterize_labels(labels, GRID), rasterize_labels(labels, GRID, block=7)
+    for name in ("rows", "cols", "index"):
+        assert getattr(whole, name).tolist() == getattr(blocks, name).tolist()
+    dense = np.full((40, 50), -1)
+    dense[whole.rows, whole.cols] = whole.index
+    assert dense[15, 15] == 1 and dense[15, 26] == 2 and dense[7, 26] == 2 and dense[4, 26] == 0  # later wins
 
 
 def test_class_field_is_guessed_when_one_is_plausible(tmp_path):

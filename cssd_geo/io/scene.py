@@ -231,11 +231,6 @@ def mask_invalid(block: np.ndarray, nodata: float | None) -> np.ndarray:
     return block
 
 
-def valid_mask(scene: xr.DataArray, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
-    """True where a pixel of the window is valid in every band (see :func:`valid_pixels`)."""
-    return np.asarray(valid_pixels(scene.data[:, row0:row1, col0:col1], scene_nodata(scene)))
-
-
 def band_statistics(scene: xr.DataArray, max_pixels: int = STATS_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation over valid pixels, from a regular subsample of
     at most ``max_pixels`` pixels on large scenes; computed block by block with dask."""

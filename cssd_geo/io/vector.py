@@ -32,19 +32,26 @@ class Labels:
 
 
 @dataclass
-class LabelRaster:
-    """Class indices (logit order; -1 = unlabelled) over a window of the scene grid."""
+class LabelPixels:
+    """The labelled pixels of the scene grid, in row-major order: scene rows and columns and
+    class indices (logit order of ``classes``). Only labelled pixels are stored, so memory
+    follows the labelled area, not the extent of the labels."""
 
+    rows: np.ndarray
+    cols: np.ndarray
     index: np.ndarray
-    row_off: int
-    col_off: int
     classes: list[ClassInfo]
     notes: list[str] = field(default_factory=list)
 
-    def pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Scene rows, scene columns and class indices of every labelled pixel."""
-        r, c = np.nonzero(self.index >= 0)
-        return r + self.row_off, c + self.col_off, self.index[r, c].astype(np.int64)
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    def subset(self, keep: np.ndarray) -> LabelPixels:
+        """The pixels where ``keep`` (a boolean per pixel) is True."""
+        return LabelPixels(self.rows[keep], self.cols[keep], self.index[keep], self.classes, self.notes)
+
+
+LABEL_BLOCK = 2048  # labels are burnt one block of this side at a time: 16 MB of int32 at most
 
 
 def read_vector(path: str | os.PathLike) -> gpd.GeoDataFrame:
@@ -208,10 +215,13 @@ def _name_partner(frame: gpd.GeoDataFrame, field: str) -> str | None:
     return None
 
 
-def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
-    """Burn the labels onto the scene grid, only over the window that covers them.
+def rasterize_labels(labels: Labels, grid: Grid, block: int = LABEL_BLOCK) -> LabelPixels:
+    """Burn the labels onto the scene grid and keep the labelled pixels.
 
-    Polygons take the pixels whose centres they contain, points the pixel they fall in.
+    Polygons take the pixels whose centres they contain, points the pixel they fall in; where
+    features overlap, the later one wins. The grid is burnt one ``block`` x ``block`` window at
+    a time, and only windows that a feature's envelope touches (found with the layer's spatial
+    index), so fields scattered over a continent cost their own area, not their bounding box.
     Raises :class:`CssdError` when no label touches the scene.
     """
     from rasterio import features, windows
@@ -241,15 +251,29 @@ def rasterize_labels(labels: Labels, grid: Grid) -> LabelRaster:
     if win is None or win.width <= 0 or win.height <= 0:
         raise CssdError(f"{labels.path}: no label falls inside the scene (labels {_bounds(frame.total_bounds)}, "
                         f"scene CRS {grid.crs}); use labels that overlap the scene")
-    row_off, col_off = int(win.row_off), int(win.col_off)
-    shape = (int(win.height), int(win.width))
-    index = features.rasterize(
-        ((geom, int(k)) for geom, k in zip(frame.geometry, frame["_class_index"], strict=True)),
-        out_shape=shape, transform=windows.transform(win, grid.transform), fill=-1, dtype="int32")
-    if not (index >= 0).any():
+    geometries, index = frame.geometry.to_numpy(), frame["_class_index"].to_numpy(dtype=np.int64)
+    tree = frame.sindex
+    rows, cols, found = [], [], []
+    r0, c0, r1, c1 = int(win.row_off), int(win.col_off), int(win.row_off + win.height), int(win.col_off + win.width)
+    for top_row in range(r0, r1, block):
+        for left_col in range(c0, c1, block):
+            part = windows.Window(left_col, top_row, min(block, c1 - left_col), min(block, r1 - top_row))
+            touching = np.sort(tree.query(box(*windows.bounds(part, grid.transform))))  # in layer order
+            if touching.size == 0:
+                continue
+            burnt = features.rasterize(((geometries[i], int(index[i])) for i in touching),
+                                       out_shape=(int(part.height), int(part.width)),
+                                       transform=windows.transform(part, grid.transform), fill=-1, dtype="int32")
+            r, c = np.nonzero(burnt >= 0)
+            rows.append(r + top_row)
+            cols.append(c + left_col)
+            found.append(burnt[r, c].astype(np.int64))
+    if not rows or not sum(r.size for r in rows):
         raise CssdError(f"{labels.path}: the labels cover no pixel centre of the scene; "
                         "use larger polygons, points, or a finer scene")
-    return LabelRaster(index, row_off, col_off, labels.classes, notes)
+    all_rows, all_cols = np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
+    order = np.lexsort((all_cols, all_rows))  # row-major, as one raster's np.nonzero gives them
+    return LabelPixels(all_rows[order], all_cols[order], np.concatenate(found)[order], labels.classes, notes)
 
 
 def _bounds(values: Iterable[float]) -> str:

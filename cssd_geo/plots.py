@@ -42,9 +42,11 @@ def training_curve(history: Sequence[dict[str, Any]], path: str, title: str = ""
     loss_ax.plot(epochs, [h["loss"] for h in history], color="tab:blue", label="training loss")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("training loss", color="tab:blue")
-    if any(h.get("val_oa") is not None for h in history):
+    scored = [h for h in history if h.get("val_oa") is not None]  # validation runs on some epochs only
+    if scored:
         acc_ax = loss_ax.twinx()
-        acc_ax.plot(epochs, [100 * h["val_oa"] for h in history], color="tab:orange", label="validation OA")
+        acc_ax.plot([h["epoch"] for h in scored], [100 * h["val_oa"] for h in scored], color="tab:orange",
+                    marker="o", markersize=3, label="validation OA")
         acc_ax.set_ylabel("validation OA (%)", color="tab:orange")
         acc_ax.set_ylim(0, 100)
     loss_ax.set_title(title or "training")

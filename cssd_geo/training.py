@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -111,8 +112,8 @@ def train(scene: str | os.PathLike[str] | xr.DataArray, labels: str | os.PathLik
         if config.auto_patch:
             config, estimate = choose_settings(da, raster, valid, config, device, progress, (mean, std))
         if held_out is not None:
-            progress.message(f"validation: overall accuracy of {len(held_out[0])} held-out labelled pixels after "
-                             "each epoch")
+            progress.message(f"validation: overall accuracy of {len(held_out[0])} held-out labelled pixels on up "
+                             f"to {VALIDATIONS} epochs")
         history: list[dict[str, Any]] = []
         log: dict[str, Any] = {}
         model, loss = train_model(da, samples, table.classes, config, device, progress,
@@ -166,7 +167,7 @@ def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], co
     """A CSSD model trained on the windows centred on the ``samples`` pixels of ``da`` (their
     ``index``: class indices in the logit order of ``classes``); returns it in eval mode and
     the last epoch's loss. ``statistics`` (band mean, std) default to the scene's.
-    ``held_out`` (rows, cols, class indices) are scored after each epoch; ``history`` gets
+    ``held_out`` (rows, cols, class indices) are scored on up to ``VALIDATIONS`` epochs; ``history`` gets
     one dict per epoch; ``log`` gets SpeFR's structuring element at the start and the end and
     the mean seconds per optimiser step.
 
@@ -212,6 +213,7 @@ def training_outputs(model_path: str) -> dict[str, str]:
     return {"json": f"{stem}_training.json", "png": f"{stem}_training.png"}
 
 
+VALIDATIONS = 10  # held-out pixels are scored on at most this many epochs of a run (the last always)
 DENSE_VALIDATION_AREA = 512 * 512  # up to this bounding box, held-out pixels are scored by one dense forward pass
 
 
@@ -338,8 +340,10 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
 
     SpeFE runs once per distinct pixel of a batch and the features are gathered into windows
     (SpeFE works pixel by pixel, so this is exact). ``validate(model) -> accuracy``, when
-    given, scores the model after each epoch; each epoch's loss, learning rate, that accuracy
-    and the share of unlabelled windows taught on are appended to ``history``.
+    given, scores the model after every ``ceil(epochs / VALIDATIONS)``-th epoch and the last
+    (the others record None: scoring every epoch cost about a fifth of a run); each epoch's
+    loss, learning rate, that accuracy and the share of unlabelled windows taught on are
+    appended to ``history``.
     """
     history = history if history is not None else []
     generator = torch.Generator().manual_seed(config.seed)
@@ -356,6 +360,7 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     progress.stage("train", epochs)
     epoch_loss = float("nan")
     centre = model.window // 2
+    every = math.ceil(epochs / VALIDATIONS)  # validate on this many epochs at most, the last among them
     noise = (band_std if band_std is not None else torch.ones(data.spectra.shape[1])) * SPECTRAL_NOISE
     with _deterministic():
         for epoch in range(epochs):
@@ -401,7 +406,8 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
             if plateau is not None:
                 plateau.step(epoch_loss)
             lr = optimiser.param_groups[0]["lr"]
-            val_oa = validate(model) if validate is not None else None
+            scored = validate is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs)
+            val_oa = validate(model) if validate is not None and scored else None
             history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "val_oa": val_oa,
                             "taught": taught / drawn if drawn else None})
             note = f"loss {epoch_loss:.4f} lr {lr:.1e}" + (f" val OA {100 * val_oa:.1f}%" if val_oa is not None else "")

@@ -52,7 +52,10 @@ def test_train_predict_evaluate(trained, tmp_path, capsys):
     assert "overall accuracy" in printed and "kappa" in printed
     report = json.loads((tmp_path / "model_training.json").read_text())
     assert [e["epoch"] for e in report["epochs"]] == list(range(1, 16))
-    assert report["validation_pixels"] > 0 and all(0 <= e["val_oa"] <= 1 for e in report["epochs"])
+    # 15 epochs: validated every second (ceil(15 / 10)) and on the last
+    scored = [e["epoch"] for e in report["epochs"] if e["val_oa"] is not None]
+    assert scored == [2, 4, 6, 8, 10, 12, 14, 15]
+    assert report["validation_pixels"] > 0 and all(0 <= e["val_oa"] <= 1 for e in report["epochs"] if e["val_oa"])
     assert report["final_validation_oa"] > 0.8
     with rasterio.open(tmp_path / "model_training.png") as png:
         assert png.width > 300

@@ -55,39 +55,71 @@ class SpectralExtractor(nn.Module):
             bound = 1 / w[0].numel() ** 0.5
             nn.init.uniform_(b, -bound, bound)
 
-    def _convolve(self, z: torch.Tensor) -> torch.Tensor:
-        """Both convolutions on [n, S] standardised spectra -> [n * segments, embed]."""
-        n, c, used = z.shape[0], self.channels, self.segments * self.wide
+    def _convolve(self, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Both convolutions on [n, S] standardised spectra -> [embed, n * segments], the wide
+        one with ``weight`` [embed, 1, wide] and ``bias`` [embed].
+
+        The dilated convolution is one product of its weights with the three taps of every
+        position, and a row of ones that carries its bias (no separate pass to add it). The
+        wide grouped convolution is one [per_group, wide] x [wide, n * segments] product per
+        channel, on a transposed view of the dilated output: several times the FLOP rate of
+        the product the other way round, whose result is only ``per_group`` (4) columns wide."""
+        n, c, seg, wide = z.shape[0], self.channels, self.segments, self.wide
+        used = seg * wide
         padded = F.pad(z, (3, 3))
-        taps = torch.stack([padded[:, 0:used], padded[:, 3:used + 3], padded[:, 6:used + 6]]).reshape(3, -1)
-        hidden = torch.addmm(self.dilated_bias.view(-1, 1), self.dilated_weight.view(c, 3), taps).relu_()
-        per_group = self.embed // c
-        weight = self.wide_weight.view(c, per_group, self.wide).transpose(1, 2)  # [c, wide, per_group]
-        out = torch.bmm(hidden.view(c, n * self.segments, self.wide), weight)  # [c, n*seg, per_group]
-        return out.transpose(0, 1).reshape(n * self.segments, self.embed) + self.wide_bias
+        taps = z.new_empty(4, n, used)  # [tap (the last: ones), pixel, (segment, position in the segment)]
+        for tap, shift in enumerate((0, 3, 6)):
+            taps[tap].copy_(padded[:, shift:shift + used])
+        taps[3].fill_(1.0)
+        kernel = torch.cat([self.dilated_weight.view(c, 3), self.dilated_bias.view(c, 1)], dim=1)
+        hidden = torch.mm(kernel, taps.view(4, -1)).relu_()  # [c, (pixel, segment, position)]
+        out = torch.baddbmm(bias.view(c, -1, 1), weight.view(c, -1, wide),
+                            hidden.view(c, n * seg, wide).transpose(1, 2))
+        return out.view(self.embed, n * seg)
 
     def forward(self, spectra: torch.Tensor) -> torch.Tensor:
         """[N, S] spectra -> [N, embed]."""
         z = self.bn_in(spectra.unsqueeze(1)).squeeze(1)
         chunk = self.chunk if z.device.type == "cpu" else self.chunk * self.GPU_CHUNK_FACTOR
         if not self.bn_out.training and not torch.is_grad_enabled():
-            # inference: BatchNorm uses running statistics, so every chunk can be finished
-            # on its own and only the [N, embed] result is ever held in full
-            parts = [self._finish(self._convolve(part)) for part in z.split(chunk)]
+            # inference: BatchNorm with running statistics is a scale and shift per channel,
+            # folded into the wide convolution, so every chunk is finished on its own and
+            # only the [N, embed] result is ever held in full
+            weight, bias = self._folded()
+            parts = [self._segment_mean(self._convolve(part, weight, bias).relu_()).t() for part in z.split(chunk)]
             return torch.cat(parts) if parts else z.new_zeros(0, self.embed)
+        weight, bias = self.wide_weight, self.wide_bias
         if torch.is_grad_enabled():
             # recompute each chunk in the backward pass instead of keeping the 64 x S
             # intermediate of every pixel: less memory, and the chunk stays in cache
-            parts = [checkpoint(self._convolve, part, use_reentrant=False) for part in z.split(chunk)]
+            parts = [checkpoint(self._convolve, part, weight, bias, use_reentrant=False) for part in z.split(chunk)]
         else:
-            parts = [self._convolve(part) for part in z.split(chunk)]
-        x = torch.cat(parts) if parts else z.new_zeros(0, self.embed)
-        return self._finish(x)
+            parts = [self._convolve(part, weight, bias) for part in z.split(chunk)]
+        x = torch.cat(parts, dim=1) if parts else z.new_zeros(self.embed, 0)
+        # BatchNorm over pixels and segments alike, on the [1, embed, N * segments] layout
+        # (the same statistics as [N * segments, embed], without a transposed copy), ReLU,
+        # the mean over segments
+        return self._segment_mean(F.relu(self.bn_out(x.unsqueeze(0))[0])).t()
 
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        """BatchNorm (over pixels and segments alike, on the 2-D [N * segments, embed]
-        layout), ReLU and the mean over segments -> [N, embed]."""
-        return F.relu(self.bn_out(x)).view(-1, self.segments, self.embed).mean(dim=1)
+    def _segment_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """[embed, n * segments] -> the mean over the segments, [embed, n] (summed slice by
+        slice: a reduction over a last axis of 3 is several times slower)."""
+        x = x.view(self.embed, -1, self.segments)
+        total = x[..., 0]
+        for k in range(1, self.segments):
+            total = total + x[..., k]
+        return total / self.segments
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The wide convolution's weight and bias with the output BatchNorm's running
+        statistics and affine folded in (inference)."""
+        bn = self.bn_out
+        assert bn.running_var is not None and bn.running_mean is not None  # tracked statistics
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        shift = -bn.running_mean * scale
+        if bn.affine:
+            scale, shift = scale * bn.weight, shift * bn.weight + bn.bias
+        return self.wide_weight * scale.view(-1, 1, 1), self.wide_bias * scale + shift
 
     def reference(self, spectra: torch.Tensor) -> torch.Tensor:
         """The same layer written with ``F.conv1d`` (slower; for checking :meth:`forward`)."""
@@ -152,28 +184,46 @@ class SpectralRefiner(nn.Module):
         return x
 
 
+CHANNEL_GROUP = 32  # SpeFR's stage works on this many channels at a time: its maps stay in cache
+
+
 def weighted_block_max(x: torch.Tensor, wx: torch.Tensor, s: torch.Tensor, bias: torch.Tensor,
                        track: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """SpeFR's stage arithmetic: ``max_q s_q x_q * sigmoid(s_q wx_q + bias)`` over the blocks
     q of the ``k`` x ``k`` element ``s`` (x_q: ``x`` shifted by q, unpadded) and, with
     ``track``, the index of the block that gave each maximum (uint8; the first on a tie).
-    One block term is alive at a time besides the running maximum."""
+
+    Channels are independent here, so on a CPU the stage runs ``CHANNEL_GROUP`` channels at a
+    time: the nine block terms of a group then stay in cache instead of streaming whole
+    feature maps through memory nine times (the same arithmetic, element by element)."""
     k = s.shape[0]
     h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
-    b = bias.view(1, -1, 1, 1)
-    out = x.new_empty(0)
+    out = x.new_empty((x.shape[0], x.shape[1], h, w))
     chosen = torch.zeros((x.shape[0], x.shape[1], h, w), dtype=torch.uint8, device=x.device) if track else None
+    step = CHANNEL_GROUP if x.device.type == "cpu" else x.shape[1]  # a GPU wants fewer, larger kernels
+    for c0 in range(0, x.shape[1], step):
+        group = slice(c0, c0 + step)
+        _block_max(x[:, group], wx[:, group], s, bias[group].view(1, -1, 1, 1), out[:, group],
+                   None if chosen is None else chosen[:, group])
+    return out, chosen
+
+
+def _block_max(x: torch.Tensor, wx: torch.Tensor, s: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
+               chosen: torch.Tensor | None) -> None:
+    """:func:`weighted_block_max` on one group of channels, written into ``out`` (and
+    ``chosen``). One block term is alive at a time besides the running maximum."""
+    k = s.shape[0]
+    h, w = out.shape[-2:]
     for q, (dy, dx) in enumerate(_offsets(k)):
         term = (wx[..., dy:dy + h, dx:dx + w] * s[dy, dx]).add_(b).sigmoid_()
         term.mul_(x[..., dy:dy + h, dx:dx + w]).mul_(s[dy, dx])
         if q == 0:
-            out = term
+            out.copy_(term)
             continue
         if chosen is not None:  # q grows, so the latest block to beat the maximum is the largest q that did
             # (arithmetic on the comparison's bytes: several times faster than masked_fill_ on a CPU)
             torch.maximum(chosen, torch.gt(term, out).view(torch.uint8).mul_(q), out=chosen)
         torch.maximum(out, term, out=out)
-    return out, chosen
 
 
 def _offsets(k: int) -> list[tuple[int, int]]:
@@ -306,12 +356,21 @@ def spectral_aware_pool(features: torch.Tensor, logits: torch.Tensor, patch: int
     if h == 1 and w == 1:  # one window (training): the whole neighbourhood at once
         weight = (unit * unit[..., p:p + 1, p:p + 1]).sum(1, keepdim=True).clamp_min(0)
         return (weight * logits).sum((-2, -1), keepdim=True) / (weight.sum((-2, -1), keepdim=True) + 1e-6)
-    centre = unit[..., p:p + h, p:p + w]
     num = torch.zeros(logits.shape[0], logits.shape[1], h, w, dtype=logits.dtype, device=logits.device)
     den = torch.zeros(logits.shape[0], 1, h, w, dtype=logits.dtype, device=logits.device)
-    for dy in range(patch):
-        for dx in range(patch):
-            weight = (unit[..., dy:dy + h, dx:dx + w] * centre).sum(1, keepdim=True).clamp_min_(0)
-            num.addcmul_(weight, logits[..., dy:dy + h, dx:dx + w])
-            den.add_(weight)
+    # on a CPU, strips of SAP_STRIP output rows: a neighbour's product with the centre
+    # features then stays in cache (the same arithmetic, pixel by pixel)
+    strip = SAP_STRIP if features.device.type == "cpu" else h
+    for y0 in range(0, h, strip):
+        y1 = min(h, y0 + strip)
+        centre = unit[..., p + y0:p + y1, p:p + w]
+        num_rows, den_rows = num[..., y0:y1, :], den[..., y0:y1, :]
+        for dy in range(patch):
+            for dx in range(patch):
+                weight = (unit[..., y0 + dy:y1 + dy, dx:dx + w] * centre).sum(1, keepdim=True).clamp_min_(0)
+                num_rows.addcmul_(weight, logits[..., y0 + dy:y1 + dy, dx:dx + w])
+                den_rows.add_(weight)
     return num / (den + 1e-6)
+
+
+SAP_STRIP = 16  # output rows per strip of SAP's dense form on a CPU

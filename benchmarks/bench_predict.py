@@ -217,6 +217,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=2048, help="scene side in pixels (default 2048)")
     parser.add_argument("--samples", type=int, default=512, help="pixels for the per-window comparison")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="besides the CPU, also time CUDA: auto (when torch sees a GPU), cuda (refuse without "
+                             "one), cpu (never)")
     parser.add_argument("--no-large", action="store_true", help="skip the mosaic 16x the scene's area")
     parser.add_argument("--no-training", action="store_true", help="skip timing the README demo's training")
     parser.add_argument("--workdir", help="folder for the generated scenes (kept between runs)")
@@ -244,7 +247,10 @@ def main() -> None:
     figures: dict = {"scene": f"{args.side} x {args.side} x {BANDS} int16", "cpu_count": os.cpu_count(),
                      "torch": torch.__version__, "flops_per_pixel": model.flops_per_pixel(),
                      "chunk": default_chunk(model), "samples": args.samples}
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here (a CPU build of torch, or no GPU/driver)")
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if cuda else [])  # the CPU always: the table's rows
     for device in devices:
         seconds, engine_map = engine_run(model_path, scene, os.path.join(work, f"map_{device.type}.tif"), str(device))
         window_rate, window_ids = per_window(make_model(model_path), scene, rows, cols, device)

@@ -21,7 +21,8 @@ that removes SpeFR gets a patch wider by twice SpeFR's radius (see :func:`method
 ``spectral``, CSSD's auxiliary centre-spectrum head alone (``CSSD.centre_logits`` on every
 pixel's spectrum), taken from the very model trained for ``cssd``: one training writes both
 lines, whichever of the two is asked for; and baselines on spectra: SVM-RBF (``svm``), random
-forest (``rf``), and ``svm_spatial``, the same SVM-RBF grid search on each pixel's spectrum
+forest (``rf``), linear discriminant analysis with a Ledoit-Wolf shrunk covariance (``lda``),
+and ``svm_spatial``, the same SVM-RBF grid search on each pixel's spectrum
 concatenated with its 5 x 5 mean spectrum (mirrored at the scene border, like the networks'
 windows), standardised: 2 x bands features (400 on Indian Pines, few enough for an RBF SVM, so
 no PCA). Each network line also records its auxiliary head's OA on the same test pixels
@@ -83,6 +84,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "svm": None,
     "svm_spatial": None,  # SVM-RBF on the spectrum and its NEIGHBOURHOOD x NEIGHBOURHOOD mean
     "rf": None,
+    "lda": None,  # linear discriminant analysis, within-class covariance shrunk (Ledoit-Wolf)
 }
 # 2: SpeFR weights the blocks of its structuring element (the method's form), the auxiliary head
 # learns the labels alone, unlabelled windows join training (--unlabelled). A saved line without
@@ -111,7 +113,7 @@ TARGETS: tuple[tuple[str, int, str, float | None, float | None], ...] = (
 # highest mean OA over the seeds) on the same samples of a field-disjoint split
 DISJOINT_TARGETS: tuple[tuple[str, int, str, float], ...] = (
     ("indian_pines", 16, "disjoint-gap9", 5.0), ("berlin", 5, "disjoint-gap4", 5.0))
-BASELINES = ("svm", "svm_spatial", "rf")
+BASELINES = ("svm", "svm_spatial", "rf", "lda")
 RANDOM_NOTE = ("Random split: the training pixels are drawn among all labelled pixels, so the windows around them "
                "share pixels with the test fields; random-split OA measures how well a method fills in fields "
                "that gave samples (compare the disjoint split).")
@@ -192,10 +194,13 @@ def run_network(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray
 
 def run_spectral(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarray, method: str,
                  seed: int) -> np.ndarray:
-    """Class ids of every pixel from an SVM-RBF (C, gamma by cross-validation) or a random
-    forest on standardised spectra; ``svm_spatial``: the SVM-RBF on each spectrum followed by
+    """Class ids of every pixel from an SVM-RBF (C, gamma by cross-validation), a random
+    forest or a shrinkage LDA (the within-class covariance shrunk by the Ledoit-Wolf formula,
+    which few shots need: 30 pixels cannot estimate a full covariance of 177 bands) on
+    standardised spectra; ``svm_spatial``: the SVM-RBF on each spectrum followed by
     the mean spectrum of the NEIGHBOURHOOD x NEIGHBOURHOOD pixels around it (mirrored at the
     scene border, as the networks' windows are)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -216,6 +221,8 @@ def run_spectral(data: datasets.LabelledScene, rows: np.ndarray, cols: np.ndarra
         pipe = make_pipeline(StandardScaler(), SVC(kernel="rbf"))
         model = GridSearchCV(pipe, grid, cv=StratifiedKFold(folds, shuffle=True, random_state=seed)) \
             if folds >= 2 else pipe
+    elif method == "lda":
+        model = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
     else:
         model = RandomForestClassifier(n_estimators=500, random_state=seed, n_jobs=-1)
     model.fit(x, y)

@@ -25,11 +25,10 @@ from .device import describe_device, resolve_device
 from .errors import CssdError, reading
 from .io.scene import open_scene, scene_grid, scene_nodata
 from .io.writers import (
-    PROBABILITY_NODATA,
-    PROBABILITY_SCALE,
     GeoTiffMaps,
     MapWriter,
     ZarrMapWriter,
+    decode_probabilities,
     map_encoding,
     side_outputs,
     write_quicklook,
@@ -196,17 +195,13 @@ def predict_array(model: str | os.PathLike[str] | CSSD, scene: xr.DataArray,
     coords = {d: lazy.scene.coords[d] for d in ("y", "x") if d in lazy.scene.coords}
     classes = xr.DataArray(lazy.arrays["classes"], dims=("y", "x"), coords=coords, name="classes")
     variables: dict[str, xr.DataArray] = {"classes": classes.rio.write_nodata(lazy.map_nodata)}
-    scale = 1.0 / PROBABILITY_SCALE
     if "probabilities" in lazy.arrays:
-        raw = lazy.arrays["probabilities"]
-        p = dsa.where(raw == PROBABILITY_NODATA, np.nan, raw.astype(np.float32) * np.float32(scale))
-        variables["probabilities"] = xr.DataArray(p, dims=("class", "y", "x"),
+        variables["probabilities"] = xr.DataArray(decode_probabilities(lazy.arrays["probabilities"]),
+                                                  dims=("class", "y", "x"),
                                                   coords={"class": [c.id for c in net.classes], **coords})
     if "confidence" in lazy.arrays:
-        raw = lazy.arrays["confidence"]
-        variables["confidence"] = xr.DataArray(
-            dsa.where(raw == PROBABILITY_NODATA, np.nan, raw.astype(np.float32) * np.float32(scale)),
-            dims=("y", "x"), coords=coords)
+        variables["confidence"] = xr.DataArray(decode_probabilities(lazy.arrays["confidence"]), dims=("y", "x"),
+                                               coords=coords)
     out = xr.Dataset(variables, attrs={"classes": classes_to_json(net.classes)})
     return out.rio.write_crs(lazy.grid.crs).rio.write_transform(lazy.grid.transform)
 

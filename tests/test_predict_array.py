@@ -38,7 +38,7 @@ def test_predict_array_is_lazy_and_gives_predicts_map(model_and_map, backing):
         scene = scene.load()
         assert isinstance(scene.data, np.ndarray)
     result = predict_array(model, scene, PredictConfig(probabilities=True, confidence=True, device="cpu", chunk=16))
-    assert isinstance(result["classes"].data, dsa.Array)  # nothing computed yet
+    assert all(isinstance(result[v].data, dsa.Array) for v in ("classes", "probabilities", "confidence"))  # lazy
     with rasterio.open(map_path) as ds:
         assert result.rio.crs == ds.crs and result.rio.transform() == ds.transform
         assert result["classes"].shape == (ds.height, ds.width)

@@ -194,6 +194,13 @@ def encode_probabilities(p: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def decode_probabilities(stored: Any) -> Any:
+    """uint8 0..254 as stored -> float32 probabilities 0..1, NaN where nodata (255); numpy or
+    dask arrays alike (the inverse of :func:`encode_probabilities`)."""
+    return np.where(stored == PROBABILITY_NODATA, np.float32(np.nan),
+                    stored.astype(np.float32) * np.float32(1.0 / PROBABILITY_SCALE))
+
+
 class MapWriter(Protocol):
     """What a prediction writes through: a context manager with one ``dask.array.store``
     target per layer (``classes``, and ``probabilities`` / ``confidence`` when asked for), and

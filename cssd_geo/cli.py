@@ -15,7 +15,6 @@ from .config import (
     REFINERS,
     SAMPLINGS,
     SCHEDULES,
-    TEACHERS,
     UNCERTAINTIES,
     AreaConfig,
     Config,
@@ -148,11 +147,9 @@ def _training_options(t: argparse.ArgumentParser) -> None:
     _option(t, "unlabelled", type=int, default=defaults_t.unlabelled, metavar="N",
             help="unlabelled windows per training step on which the centre-spectrum classifier teaches "
                  "the window classifier; 0: labelled pixels only (default %(default)s)")
-    _option(t, "teacher", choices=TEACHERS, default=defaults_t.teacher,
-            help="who teaches the window classifier on unlabelled windows: the centre-spectrum classifier, "
-                 "or a shrinkage linear discriminant fitted on the labelled spectra (default %(default)s)")
     _option(t, "teacher_threshold", type=float, default=defaults_t.teacher_threshold, metavar="P",
-            help="confidence the teacher needs on an unlabelled window (default %(default)s)")
+            help="confidence the centre-spectrum classifier needs on an unlabelled window (default "
+                 "%(default)s)")
     _option(t, "self_training", action="store_true",
             help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
                  "labels, read on the clean spectrum, from the augmented one")

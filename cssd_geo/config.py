@@ -94,10 +94,6 @@ MIN_STEPS = 150  # optimiser steps a default training run takes at least
 Schedule = Literal["cosine", "plateau"]  # learning rate: anneal to 0 over the run, or halve on a flat epoch loss
 Precision = Literal["fp32", "bf16", "fp16"]  # arithmetic of a prediction on CUDA
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
-# who teaches the window classifier on unlabelled windows: the network's centre-spectrum classifier,
-# or a shrinkage linear discriminant fitted on the labelled spectra before training
-Teacher = Literal["spectral", "discriminant"]
-TEACHERS: tuple[str, ...] = get_args(Teacher)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
@@ -123,8 +119,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     schedule: Schedule = "cosine"
     unlabelled: int = 32  # unlabelled windows per step the centre-spectrum head teaches on (0: labels only)
-    teacher: Teacher = "spectral"  # who teaches on the unlabelled windows (TEACHERS)
-    teacher_threshold: float = 0.8  # the teacher's confidence an unlabelled window needs
+    teacher_threshold: float = 0.8  # the centre-spectrum head's confidence an unlabelled window needs
     self_training: bool = False  # the centre-spectrum head also learns its own confident labels on the strong view
     auto_patch: bool = False  # choose model.patch and model.heads by leave-fields-out cross-validation (--patch auto)
     seed: int = 0
@@ -157,7 +152,6 @@ class TrainConfig:
         if self.unlabelled < 0:
             raise CssdError(f"--unlabelled {self.unlabelled}: give the unlabelled windows per step, or 0 to "
                             "train on the labelled pixels alone")
-        _choose("--teacher", self.teacher, TEACHERS)
         if not 0.0 < self.teacher_threshold <= 1.0:
             raise CssdError(f"--teacher-threshold {self.teacher_threshold}: the confidence must lie in 0..1 "
                             "(e.g. 0.8)")

@@ -19,7 +19,6 @@ from .bands import choose_bands, prepare
 from .classes import ClassInfo
 from .config import Heads, TrainConfig
 from .device import describe_device, resolve_device
-from .discriminant import fit_discriminant
 from .errors import CssdError, reading
 from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid
 from .io.vector import LabelPixels, rasterize_labels, read_labels
@@ -193,16 +192,10 @@ def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], co
         rows, cols = draw_unlabelled_pixels(da, config.seed)
         if rows.size:
             spectra_u, index_u = window_pixels(da, rows, cols, model.window)
-            teacher = None
-            if config.teacher == "discriminant":
-                centre = model.window // 2
-                fitted = fit_discriminant(spectra[index[:, centre, centre]], np.asarray(samples.index), mean, std)
-                teacher = torch.from_numpy(fitted.log_posteriors(spectra_u[index_u[:, centre, centre]], len(classes)))
             unlabelled = UnlabelledWindows(torch.from_numpy(spectra_u), torch.from_numpy(index_u),
-                                           torch.from_numpy(rows), torch.from_numpy(cols), teacher)
+                                           torch.from_numpy(rows), torch.from_numpy(cols))
             progress.message(f"self-distillation: {config.unlabelled} unlabelled windows per step, centred near "
-                             f"one of {rows.size} valid pixels of random scene tiles, taught by the "
-                             + ("centre-spectrum classifier" if teacher is None else "labelled spectra's discriminant"))
+                             f"one of {rows.size} valid pixels of random scene tiles")
     log = log if log is not None else {}
     log["structuring_element"] = {"start": model.spefr.elements()}
     started = time.perf_counter()
@@ -295,14 +288,12 @@ NEIGHBOURHOOD = 4  # a step's unlabelled windows are centred within +- this many
 class UnlabelledWindows:
     """Windows without labels, stored like :class:`TrainingWindows`: ``spectra`` [M, S] of the
     distinct pixels, ``windows`` [N, window, window] indexing them; ``rows`` and ``cols`` [N]
-    are the scene positions of their centres; ``teacher`` [N, K], when given, the fixed log
-    class probabilities of their centres that teach instead of the centre-spectrum classifier."""
+    are the scene positions of their centres."""
 
     spectra: torch.Tensor
     windows: torch.Tensor
     rows: torch.Tensor
     cols: torch.Tensor
-    teacher: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.windows.shape[0])
@@ -385,17 +376,14 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                     pick = unlabelled.draw(config.unlabelled, generator)
                     strong, strong_where = torch.unique(_dihedral(unlabelled.windows[pick], generator),
                                                         return_inverse=True)
-                    raw.append(_spectral_views(unlabelled.spectra[strong], noise, generator))
-                    if unlabelled.teacher is None:  # the centre-spectrum classifier reads the clean centres
-                        weak, weak_where = torch.unique(unlabelled.windows[pick, centre, centre], return_inverse=True)
-                        raw.append(unlabelled.spectra[weak])
+                    weak, weak_where = torch.unique(unlabelled.windows[pick, centre, centre], return_inverse=True)
+                    raw += [_spectral_views(unlabelled.spectra[strong], noise, generator), unlabelled.spectra[weak]]
                 feats = model.pixel_features(torch.cat(raw).to(device))
                 windows = feats[where.to(device)]
                 if unlabelled is not None:
                     offset = pixels.numel()
                     windows = torch.cat([windows, feats[(strong_where + offset).to(device)]])
-                    teacher = model.aux(feats[(weak_where + offset + strong.numel()).to(device)]) \
-                        if unlabelled.teacher is None else unlabelled.teacher[pick].to(device)
+                    teacher = model.aux(feats[(weak_where + offset + strong.numel()).to(device)])
                 patch_logits, aux_logits = model.forward_features(windows.permute(0, 3, 1, 2).contiguous())
                 b = idx.numel()
                 loss = model.loss(patch_logits[:b], aux_logits[:b], data.targets[idx].to(device))

@@ -54,9 +54,8 @@ ADVANCED_TRAINING: tuple[tuple[str, str, Any, str, Any], ...] = (
      "cosine"),
     ("UNLABELLED", "unlabelled", "int", "Unlabelled windows per step taught by the centre-spectrum classifier "
      "(0: labelled pixels only)", 32),
-    ("TEACHER", "teacher", ("spectral", "discriminant"), "Teacher on unlabelled windows: the centre-spectrum "
-     "classifier, or a shrinkage linear discriminant of the labelled spectra", "spectral"),
-    ("TEACHER_THRESHOLD", "teacher_threshold", "float", "Confidence the teacher needs to teach", 0.8),
+    ("TEACHER_THRESHOLD", "teacher_threshold", "float", "Confidence the centre-spectrum classifier needs to teach",
+     0.8),
     ("SELF_TRAINING", "self_training", "bool", "The centre-spectrum classifier also learns its own confident labels",
      False),
     ("SE_SIZE", "se_size", "int", "Side of SpeFR's structuring element (odd)", 3),

@@ -5,7 +5,6 @@ import torch
 
 from cssd_geo.classes import make_class_table
 from cssd_geo.config import TrainConfig
-from cssd_geo.discriminant import fit_discriminant
 from cssd_geo.errors import CssdError
 from cssd_geo.io.scene import open_scene
 from cssd_geo.model import ModelConfig
@@ -182,35 +181,3 @@ def test_semi_supervised_training_reports_teaching_and_the_structuring_element(t
                                            self_training=self_training, model=ModelConfig(patch=3)))
         heads.append(model.aux.weight.detach().clone())
     assert not torch.equal(*heads)
-
-
-def test_discriminant_reads_separable_spectra_and_gives_unseen_classes_no_probability():
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(3, 40)) * 3
-    targets = np.repeat([0, 2, 3], 4)  # class 1 has no labelled spectrum
-    spectra = centres[np.repeat([0, 1, 2], 4)] + rng.normal(size=(12, 40)) * 0.3
-    fitted = fit_discriminant(spectra, targets, np.zeros(40), np.ones(40))
-    test = centres[[2, 0, 1]] + rng.normal(size=(3, 40)) * 0.3
-    log_p = fitted.log_posteriors(test, 4)
-    assert log_p.shape == (3, 4) and log_p.dtype == np.float32
-    assert list(log_p.argmax(1)) == [3, 0, 2]
-    assert np.all(log_p[:, 1] <= -1e4 + 1) and np.allclose(np.exp(log_p).sum(1), 1, atol=1e-5)
-
-
-def test_the_discriminant_teacher_changes_what_the_window_head_learns(tmp_path):
-    scene = open_scene(write_scene(tmp_path / "s.tif", make_cube(20, 24, 12)))
-    layout = class_layout(20, 24)
-    rows, cols = np.array([1, 3, 10, 12, 17, 18]), np.array([2, 20, 5, 15, 3, 22])
-    heads, taught = [], []
-    for teacher in ("spectral", "discriminant"):
-        history: list = []
-        model, _ = train_model(scene, Samples(rows, cols, layout[rows, cols] - 1),
-                               make_class_table([1, 2, 3], ["a", "b", "c"]),
-                               TrainConfig(batch_size=4, epochs=3, device="cpu", unlabelled=16, teacher=teacher,
-                                           teacher_threshold=0.3, model=ModelConfig(patch=3)), history=history)
-        heads.append(model.classifier.weight.detach().clone())
-        taught.append(history[-1]["taught"])
-    assert not torch.equal(*heads)
-    assert taught[1] > 0  # the discriminant of separable spectra is confident on the unlabelled windows
-    with pytest.raises(CssdError, match="--teacher"):
-        TrainConfig(teacher="svm").validate()

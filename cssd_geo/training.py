@@ -336,7 +336,9 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     bands, see :func:`_spectral_views`; ``band_std`` scales the noise), where it is
     confident (:meth:`CSSD.teaching_loss`). With ``config.self_training`` the centre-spectrum
     classifier also learns, on the strong view's centre spectrum, the class it gave the clean
-    one where it was confident (pseudo-labels, class-balanced alike).
+    one where it was confident (pseudo-labels, class-balanced alike). With ``config.co_training``
+    the window classifier in turn teaches the centre-spectrum classifier on the clean centre
+    spectra where its own softmax on the strong view reaches the threshold (co-training).
 
     SpeFE runs once per distinct pixel of a batch and the features are gathered into windows
     (SpeFE works pixel by pixel, so this is exact). ``validate(model) -> accuracy``, when
@@ -395,6 +397,10 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                         strong_aux = model.aux(windows[b:, centre, centre])
                         loss = loss + model.teaching_loss(strong_aux, teacher.detach(), config.teacher_threshold,
                                                           hard=True)[0]
+                    if config.co_training:  # the other direction: the window classifier, where confident,
+                        # teaches the centre-spectrum classifier reading the clean centre spectra
+                        loss = loss + model.teaching_loss(teacher, patch_logits[b:].detach(),
+                                                          config.teacher_threshold)[0]
                     taught, drawn = taught + passed, drawn + config.unlabelled
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()

@@ -58,6 +58,8 @@ ADVANCED_TRAINING: tuple[tuple[str, str, Any, str, Any], ...] = (
      0.8),
     ("SELF_TRAINING", "self_training", "bool", "The centre-spectrum classifier also learns its own confident labels",
      False),
+    ("CO_TRAINING", "co_training", "bool", "The window classifier also teaches the centre-spectrum classifier",
+     False),
     ("SE_SIZE", "se_size", "int", "Side of SpeFR's structuring element (odd)", 3),
     ("REFINER_DEPTH", "refiner_depth", "int", "SpeFR depth (0: no SpeFR)", 2),
     ("REFINER", "refiner", ("weighted", "dilation"), "SpeFR form", "weighted"),

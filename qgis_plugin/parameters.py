@@ -58,6 +58,8 @@ ADVANCED_TRAINING: tuple[tuple[str, str, Any, str, Any], ...] = (
      0.8),
     ("SELF_TRAINING", "self_training", "bool", "The centre-spectrum classifier also learns its own confident labels",
      False),
+    ("EMA_TEACHER", "ema_teacher", "float", "Decay of the moving-average teacher (0: the network itself teaches)",
+     0.0),
     ("CO_TRAINING", "co_training", "bool", "The window classifier also teaches the centre-spectrum classifier",
      False),
     ("SE_SIZE", "se_size", "int", "Side of SpeFR's structuring element (odd)", 3),

@@ -452,9 +452,10 @@ def _settings(text: str) -> dict[str, Any]:
 
 
 def report(folder: str) -> str:
-    """Markdown of every saved run in ``folder`` (mean ± sample std over seeds): an overview
-    (OA of every method on every dataset, split and shots, at the default settings), the
-    differences from CSSD, the targets, the auxiliary head's accuracy, per-seed and per-class
+    """Markdown of every saved run in ``folder`` (mean ± sample std over seeds): when some run
+    is at the default settings, an overview (OA of every method on every dataset, split and
+    shots, at the default settings), the differences from CSSD, the targets, the auxiliary
+    head's accuracy, per-seed and per-class
     accuracy at the default settings, then one table per dataset, split, shots and network
     setting (epochs, --set, window); the baselines on spectra, which have no such setting,
     appear in each table of their dataset, split and shots. Lines of methods this script no
@@ -475,8 +476,10 @@ def report(folder: str) -> str:
             networks.setdefault(scene, {}).setdefault(setting, {}).setdefault(r["method"], []).append(r)
     scenes = sorted(set(networks) | set(spectral))
     defaults = {scene: {**networks.get(scene, {}).get("", {}), **spectral.get(scene, {})} for scene in scenes}
-    lines = _notes() + [""] + _overview(defaults) + [""] + _deltas(defaults) + [""] + _targets(defaults) + [""]
-    lines += _heads(defaults) + [""]
+    lines = _notes() + [""]
+    if any(defaults.values()):  # a folder of tuning runs alone has no run at the default settings to summarise
+        lines += _overview(defaults) + [""] + _deltas(defaults) + [""] + _targets(defaults) + [""]
+        lines += _heads(defaults) + [""]
     estimates = _estimates(networks)
     lines += estimates + ([""] if estimates else [])
     for scene in scenes:

@@ -95,6 +95,18 @@ def test_report_reads_old_and_new_lines(bench, tmp_path):
     assert bench.RANDOM_NOTE in text and "ddof = 1" in text
 
 
+def test_a_folder_of_tuning_runs_alone_gets_no_empty_summary(bench, tmp_path):
+    tuned = bench._settings_of(bench.method_config("cssd", {"unlabelled": 0}))
+    runs = [line("cssd", s, oa, tuned) for s, oa in ((0, 0.99), (1, 0.98))]
+    (tmp_path / "salinas_a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    text = bench.report(str(tmp_path))
+    assert "### Overview" not in text and "### Targets" not in text and "not run" not in text
+    assert "(networks: unlabelled=0)" in text and "98.50 ± 0.71" in text
+    runs.append(line("cssd", 0, 0.97, bench._settings_of(bench.method_config("cssd", {}))))
+    (tmp_path / "salinas_a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    assert "### Overview" in bench.report(str(tmp_path))
+
+
 def test_report_gives_the_expected_accuracy_gap_and_the_disjoint_target(bench, tmp_path):
     auto = bench._settings_of(bench.method_config("cssd", {"auto_patch": True}))
     before = {**bench._settings_of(bench.method_config("cssd", {})), "auto_patch": True}  # saved before auto_heads

@@ -28,9 +28,11 @@ windows), standardised: 2 x bands features (400 on Indian Pines, few enough for 
 no PCA). Each network line also records its auxiliary head's OA on the same test pixels
 (``aux_oa``) and the share of test pixels where the two heads disagree (``head_disagreement``);
 both are null for the plain CNN (trained without that head) and in lines saved before they were
-recorded. Saved lines are matched by their full settings, so lines of an older definition of a
-method (e.g. no_spefr and cnn with patch 11, a 15 x 15 window) are not taken as today's and are
-reported under their own window. ``--epochs 1`` makes a quick smoke run (recorded in the settings).
+recorded, and ``taught``, the share of the unlabelled windows drawn during training on which
+the teacher was confident enough to teach. Saved lines are matched by their full settings, so
+lines of an older definition of a method (e.g. no_spefr and cnn with patch 11, a 15 x 15
+window) are not taken as today's and are reported under their own window. ``--epochs 1``
+makes a quick smoke run (recorded in the settings).
 
 In the report ± is the sample standard deviation over seeds (ddof = 1).
 """
@@ -285,6 +287,7 @@ def run(args: argparse.Namespace) -> None:
                           "train_config": settings, "train_pixels": int(len(rows)), "test_pixels": int(test.sum()),
                           "seconds": seconds, "class_ids": class_ids, "class_names": [c.name for c in data.classes],
                           "curve": history if args.curve and name != AUX_HEAD else None, **choice,
+                          "taught": _taught(history),
                           **metrics(data.labels[test], labels[test], data.classes)}
                 if config is not None:
                     result.update({"run_config": run_config, "window": _window(config.model),
@@ -301,6 +304,13 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{args.dataset} {mode} k={args.shots} seed {seed} {name:<11} OA {100 * result['oa']:6.2f} "
                       f"AA {100 * result['aa']:6.2f} kappa {result['kappa']:.4f}{heads_text} ({seconds:.0f} s)",
                       flush=True)
+
+
+def _taught(history: list[dict[str, Any]]) -> float | None:
+    """The share of the unlabelled windows drawn during training on which the teacher was
+    confident enough to teach (None without unlabelled windows)."""
+    shares = [h["taught"] for h in history if h.get("taught") is not None]
+    return float(np.mean(shares)) if shares else None
 
 
 def head_figures(truth: np.ndarray, window: np.ndarray, aux: np.ndarray | None) -> dict[str, float | None]:
@@ -772,6 +782,10 @@ def _table(scene: tuple, tag: str, methods: dict) -> list[str]:
                      f"{_mean_std([r['aa'] for r in runs])} | "
                      f"{_mean_std([r['kappa'] for r in runs], scale=1, digits=4)} | {delta} | {' | '.join(heads)} | "
                      f"{np.median(seconds):.0f} ({min(seconds):.0f}-{max(seconds):.0f}) |")
+    taught = [r["taught"] for r in methods.get("cssd", []) if r.get("taught") is not None]
+    if taught:
+        lines += ["", f"The teacher was confident enough to teach on {_mean_std(taught)} % of the unlabelled "
+                  f"windows drawn in training (cssd, {len(taught)} runs that recorded it)."]
     return lines
 
 

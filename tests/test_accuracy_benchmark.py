@@ -95,6 +95,17 @@ def test_report_reads_old_and_new_lines(bench, tmp_path):
     assert bench.RANDOM_NOTE in text and "ddof = 1" in text
 
 
+def test_the_share_of_unlabelled_windows_taught_on_is_recorded_and_reported(bench, tmp_path):
+    assert bench._taught([{"taught": None}, {"taught": 0.2}, {"taught": 0.4}]) == pytest.approx(0.3)
+    assert bench._taught([{"taught": None}]) is None
+    cssd = bench._settings_of(bench.method_config("cssd", {}))
+    runs = [line("cssd", 0, 0.99, cssd, taught=0.01), line("cssd", 1, 0.98, cssd, taught=0.03),
+            line("cssd", 2, 0.98, cssd)]
+    (tmp_path / "berlin.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    assert "confident enough to teach on 2.00 ± 1.41 % of the unlabelled windows drawn in training (cssd, 2 runs" \
+        in bench.report(str(tmp_path))
+
+
 def test_a_folder_of_tuning_runs_alone_gets_no_empty_summary(bench, tmp_path):
     tuned = bench._settings_of(bench.method_config("cssd", {"unlabelled": 0}))
     runs = [line("cssd", s, oa, tuned) for s, oa in ((0, 0.99), (1, 0.98))]

@@ -153,12 +153,6 @@ def _training_options(t: argparse.ArgumentParser) -> None:
     _option(t, "self_training", action="store_true",
             help="on the unlabelled windows the centre-spectrum classifier also learns its own confident "
                  "labels, read on the clean spectrum, from the augmented one")
-    _option(t, "ema_teacher", type=float, default=defaults_t.ema_teacher, metavar="D",
-            help="the teacher on unlabelled windows is the centre-spectrum classifier of a moving average of "
-                 "the network with this decay per step (e.g. 0.99); 0: the network itself (default %(default)s)")
-    _option(t, "co_training", action="store_true",
-            help="on the unlabelled windows the window classifier also teaches the centre-spectrum classifier "
-                 "where it is confident (the other direction)")
     _option(t, "seed", type=int, default=defaults_t.seed, help="(default %(default)s)")
     _option(t, "device", default=defaults_t.device, help="auto, cpu, cuda or cuda:N (default %(default)s)")
     m = t.add_argument_group("model")

@@ -121,8 +121,6 @@ class TrainConfig:
     unlabelled: int = 32  # unlabelled windows per step the centre-spectrum head teaches on (0: labels only)
     teacher_threshold: float = 0.8  # the centre-spectrum head's confidence an unlabelled window needs
     self_training: bool = False  # the centre-spectrum head also learns its own confident labels on the strong view
-    co_training: bool = False  # the window head also teaches the centre-spectrum head where it is confident
-    ema_teacher: float = 0.0  # > 0: decay of a moving average of the network whose centre-spectrum head teaches
     auto_patch: bool = False  # choose model.patch and model.heads by leave-fields-out cross-validation (--patch auto)
     seed: int = 0
     device: str = "auto"
@@ -157,9 +155,6 @@ class TrainConfig:
         if not 0.0 < self.teacher_threshold <= 1.0:
             raise CssdError(f"--teacher-threshold {self.teacher_threshold}: the confidence must lie in 0..1 "
                             "(e.g. 0.8)")
-        if not 0.0 <= self.ema_teacher < 1.0:
-            raise CssdError(f"--ema-teacher {self.ema_teacher}: give the moving average's decay in 0..1 "
-                            "(e.g. 0.99), or 0 for the network itself as the teacher")
         self.model.validate()
 
 

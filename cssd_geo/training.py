@@ -14,7 +14,6 @@ import numpy as np
 import rasterio.transform
 import torch
 import xarray as xr
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .bands import choose_bands, prepare
 from .classes import ClassInfo
@@ -337,12 +336,7 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     bands, see :func:`_spectral_views`; ``band_std`` scales the noise), where it is
     confident (:meth:`CSSD.teaching_loss`). With ``config.self_training`` the centre-spectrum
     classifier also learns, on the strong view's centre spectrum, the class it gave the clean
-    one where it was confident (pseudo-labels, class-balanced alike). With ``config.co_training``
-    the window classifier in turn teaches the centre-spectrum classifier on the clean centre
-    spectra where its own softmax on the strong view reaches the threshold (co-training).
-    With ``config.ema_teacher`` > 0 the teacher on the unlabelled windows is the
-    centre-spectrum classifier of an exponential moving average of the network (torch's
-    ``AveragedModel``, updated after every step, read in eval mode) instead of the network itself.
+    one where it was confident (pseudo-labels, class-balanced alike).
 
     SpeFE runs once per distinct pixel of a batch and the features are gathered into windows
     (SpeFE works pixel by pixel, so this is exact). ``validate(model) -> accuracy``, when
@@ -355,10 +349,6 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
     generator = torch.Generator().manual_seed(config.seed)
     model.to(device).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    ema = None
-    if unlabelled is not None and config.ema_teacher > 0:  # a moving average of the network teaches
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_teacher), use_buffers=True)
-        ema.module.eval()
     n = data.windows.shape[0]
     epochs = config.epochs_for(n)
     batches = _batch_starts(n, config.batch_size)
@@ -398,28 +388,17 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                 b = idx.numel()
                 loss = model.loss(patch_logits[:b], aux_logits[:b], data.targets[idx].to(device))
                 if unlabelled is not None:
-                    if ema is None:
-                        target = teacher.detach()
-                    else:
-                        with torch.no_grad():
-                            target = cast(CSSD, ema.module).centre_logits(unlabelled.spectra[weak].to(device))
-                            target = target[weak_where.to(device)]
-                    teaching, passed = model.teaching_loss(patch_logits[b:], target, config.teacher_threshold)
+                    teaching, passed = model.teaching_loss(patch_logits[b:], teacher.detach(),
+                                                           config.teacher_threshold)
                     loss = loss + teaching
                     if config.self_training:  # the teacher learns its own confident classes on the strong view
                         strong_aux = model.aux(windows[b:, centre, centre])
                         loss = loss + model.teaching_loss(strong_aux, teacher.detach(), config.teacher_threshold,
                                                           hard=True)[0]
-                    if config.co_training:  # the other direction: the window classifier, where confident,
-                        # teaches the centre-spectrum classifier reading the clean centre spectra
-                        loss = loss + model.teaching_loss(teacher, patch_logits[b:].detach(),
-                                                          config.teacher_threshold)[0]
                     taught, drawn = taught + passed, drawn + config.unlabelled
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                if ema is not None:
-                    ema.update_parameters(model)
                 if per_step is not None:
                     per_step.step()
                 total += float(loss.detach()) * idx.numel()

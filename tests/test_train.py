@@ -181,34 +181,3 @@ def test_semi_supervised_training_reports_teaching_and_the_structuring_element(t
                                            self_training=self_training, model=ModelConfig(patch=3)))
         heads.append(model.aux.weight.detach().clone())
     assert not torch.equal(*heads)
-
-
-def test_co_training_lets_the_window_head_teach_the_centre_spectrum_head(tmp_path):
-    scene = open_scene(write_scene(tmp_path / "s.tif", make_cube(20, 24, 12)))
-    layout = class_layout(20, 24)
-    rows, cols = np.array([1, 3, 10, 12, 17, 18]), np.array([2, 20, 5, 15, 3, 22])
-    heads = []
-    for co_training in (False, True):
-        model, _ = train_model(scene, Samples(rows, cols, layout[rows, cols] - 1),
-                               make_class_table([1, 2, 3], ["a", "b", "c"]),
-                               TrainConfig(batch_size=4, epochs=3, device="cpu", unlabelled=16, teacher_threshold=0.3,
-                                           co_training=co_training, model=ModelConfig(patch=3)))
-        heads.append(model.aux.weight.detach().clone())
-    assert not torch.equal(*heads)
-
-
-def test_a_moving_average_teacher_changes_the_targets_and_its_decay_is_checked(tmp_path):
-    scene = open_scene(write_scene(tmp_path / "s.tif", make_cube(20, 24, 12)))
-    layout = class_layout(20, 24)
-    rows, cols = np.array([1, 3, 10, 12, 17, 18]), np.array([2, 20, 5, 15, 3, 22])
-    heads = []
-    for decay in (0.0, 0.9):
-        model, _ = train_model(scene, Samples(rows, cols, layout[rows, cols] - 1),
-                               make_class_table([1, 2, 3], ["a", "b", "c"]),
-                               TrainConfig(batch_size=4, epochs=3, device="cpu", unlabelled=16, teacher_threshold=0.3,
-                                           ema_teacher=decay, model=ModelConfig(patch=3)))
-        heads.append(model.classifier.weight.detach().clone())
-    assert not torch.equal(*heads)
-    for decay in (-0.1, 1.0):
-        with pytest.raises(CssdError, match="--ema-teacher"):
-            TrainConfig(ema_teacher=decay).validate()

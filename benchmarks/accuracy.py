@@ -467,11 +467,10 @@ def report(folder: str) -> str:
     """Markdown of every saved run in ``folder`` (mean ± sample std over seeds): when some run
     is at the default settings, an overview (OA of every method on every dataset, split and
     shots, at the default settings), the differences from CSSD, the targets, the auxiliary
-    head's accuracy, per-seed and per-class
-    accuracy at the default settings, then one table per dataset, split, shots and network
-    setting (epochs, --set, window); the baselines on spectra, which have no such setting,
-    appear in each table of their dataset, split and shots. Lines of methods this script no
-    longer has are left out."""
+    head's accuracy, per-seed and per-class accuracy at the default settings; then one table
+    per dataset, split, shots and network setting (epochs, --set, window); the baselines on
+    spectra, which have no such setting, appear in each table of their dataset, split and shots.
+    Lines of methods this script no longer has are left out."""
     rows = []
     for name in sorted(os.listdir(folder)):
         if name.endswith(".jsonl"):
@@ -544,7 +543,7 @@ def _notes() -> list[str]:
     return [f"± is the sample standard deviation over the seeds (ddof = 1). At the default settings every network "
             f"method sees the same input window, {_default_window()}: no_spefr and cnn, which have no SpeFR, get a "
             f"patch wider by twice SpeFR's radius. spectral is the auxiliary centre-spectrum head of the very CSSD "
-            f"models trained for cssd, on each pixel's spectrum alone; svm and rf classify the pixel's spectrum, "
+            f"models trained for cssd, on each pixel's spectrum alone; svm, rf and lda classify the pixel's spectrum, "
             f"svm_spatial the spectrum and its {NEIGHBOURHOOD} x {NEIGHBOURHOOD} mean spectrum."]
 
 

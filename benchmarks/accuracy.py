@@ -101,7 +101,8 @@ BEFORE_NETWORK_2 = {"network": 1, "refiner": "dilation", "unlabelled": 0}
 RETIRED = {"spectral_augmentation": False,  # issue 16: no gain on the Berlin field-disjoint split
            "teacher": "spectral",  # issue 15: a discriminant teacher did not raise the tuning scenes
            "co_training": False,  # issue 15: neither did co-training
-           "ema_teacher": 0.0}  # issue 15: nor a moving-average teacher
+           "ema_teacher": 0.0,  # issue 15: nor a moving-average teacher
+           "decorrelation": 0.0}  # issue 15: whitened bands weakened the centre-spectrum classifier
 # the maps --patch auto chose among before the centre-spectrum classifier became a candidate (a saved
 # auto run that does not record ``auto_heads`` chose among these)
 AUTO_HEADS_BEFORE = "window,both"

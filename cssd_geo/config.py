@@ -52,7 +52,6 @@ class ModelConfig:
     tau: float = 2.0
     eps: float = 0.5
     heads: Heads = "window"
-    decorrelation: float = 0.0
 
     def validate(self) -> None:
         """Raise :class:`CssdError` for a setting no model could use (named as the option)."""
@@ -72,8 +71,6 @@ class ModelConfig:
             raise CssdError(f"--tau {self.tau}: the temperature must be positive")
         if self.heads not in HEADS:
             raise CssdError(f"--heads {self.heads}: choose 'window', 'both' or 'spectral'")
-        if not 0.0 <= self.decorrelation < 1.0:
-            raise CssdError(f"--decorrelation {self.decorrelation}: use 0 (per-band standardisation) up to below 1")
         if self.heads == "spectral" and not self.auxiliary:
             raise CssdError("--heads spectral needs the centre-spectrum classifier: leave out --no-auxiliary")
 

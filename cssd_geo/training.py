@@ -20,7 +20,7 @@ from .classes import ClassInfo
 from .config import Heads, TrainConfig
 from .device import describe_device, resolve_device
 from .errors import CssdError, reading
-from .io.scene import band_correlation, band_names, band_statistics, band_wavelengths, open_scene, scene_grid
+from .io.scene import band_names, band_statistics, band_wavelengths, open_scene, scene_grid
 from .io.vector import LabelPixels, rasterize_labels, read_labels
 from .masks import scene_mask
 from .model import CSSD, save_model
@@ -181,8 +181,6 @@ def train_model(da: xr.DataArray, samples: Samples, classes: list[ClassInfo], co
     torch.manual_seed(config.seed)
     model = CSSD(da.sizes["band"], len(classes), config.model, classes=classes)
     model.set_normalisation(mean, std)
-    if config.model.decorrelation > 0:
-        model.set_decorrelation(band_correlation(da, mean, std))
     progress.message(f"model: window {model.window} px (patch {model.patch} + 2 x radius {model.radius}), "
                      f"{sum(p.numel() for p in model.parameters())} parameters, device {device}")
     spectra, index = window_pixels(da, np.asarray(samples.rows), np.asarray(samples.cols), model.window)

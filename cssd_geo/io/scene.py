@@ -248,19 +248,3 @@ def band_statistics(scene: xr.DataArray, max_pixels: int = STATS_PIXELS) -> tupl
     mean = total / count
     std = np.sqrt(np.maximum(square / count - mean * mean, 0.0))
     return mean.astype(np.float32), std.astype(np.float32)
-
-
-def band_correlation(scene: xr.DataArray, mean: np.ndarray, std: np.ndarray,
-                     max_pixels: int = STATS_PIXELS) -> np.ndarray:
-    """Correlation matrix [S, S] of the bands over valid pixels (the regular subsample of
-    :func:`band_statistics`), of values standardised with ``mean`` and ``std``."""
-    import dask.array as dsa
-
-    step = max(1, math.ceil(math.sqrt(scene.sizes["y"] * scene.sizes["x"] / max_pixels)))
-    data = dsa.asarray(scene.data)[:, ::step, ::step]
-    ok = valid_pixels(data, scene_nodata(scene)).reshape(-1)
-    flat = data.reshape(data.shape[0], -1).T.astype("float64")
-    scale = np.where(std > 0, std, 1.0).astype("float64")
-    z = dsa.where(ok[:, None], (flat - mean.astype("float64")) / scale, 0.0)
-    gram, count = dsa.compute(z.T @ z, ok.sum())
-    return (gram / max(1, int(count))).astype(np.float32)

@@ -45,7 +45,6 @@ class CSSD(nn.Module):
 
     band_mean: torch.Tensor  # buffers: per-band statistics of the training scene
     band_std: torch.Tensor
-    decorrelation: torch.Tensor  # with config.decorrelation > 0: whitening of the standardised bands
 
     def __init__(self, bands: int, n_classes: int, config: ModelConfig | Mapping[str, Any] | None = None,
                  classes: Sequence[ClassInfo] | None = None) -> None:
@@ -70,8 +69,6 @@ class CSSD(nn.Module):
         self.reach = self.window // 2
         self.register_buffer("band_mean", torch.zeros(bands))
         self.register_buffer("band_std", torch.ones(bands))
-        if config.decorrelation > 0:
-            self.register_buffer("decorrelation", torch.eye(bands))
 
     def architecture(self) -> dict[str, Any]:
         """Everything needed to rebuild this module (before its weights): ``CSSD(**arch)``."""
@@ -101,18 +98,6 @@ class CSSD(nn.Module):
         self.band_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.band_std.copy_(torch.as_tensor(np.where(std > 0, std, 1.0), dtype=torch.float32))
 
-    def set_decorrelation(self, correlation: np.ndarray) -> None:
-        """Whitening of the standardised bands from their correlation over the scene: the
-        eigenvalues are shrunk toward their mean (by 1 - ``config.decorrelation``) before the
-        inverse square root, so 0 leaves the bands as they are and values near 1 whiten fully."""
-        if self.config.decorrelation <= 0:
-            return
-        values, vectors = np.linalg.eigh(np.asarray(correlation, dtype=np.float64))
-        a = self.config.decorrelation
-        shrunk = a * np.clip(values, 0.0, None) + (1 - a) * values.mean()
-        matrix = (vectors * shrunk ** -0.5) @ vectors.T
-        self.decorrelation.copy_(torch.as_tensor(matrix, dtype=torch.float32))
-
     def pixel_features(self, spectra: torch.Tensor) -> torch.Tensor:
         """SpeFE of raw spectra [N, S] -> [N, 256]; missing values (NaN) become the band mean."""
         if not self.training and not torch.is_grad_enabled():
@@ -128,8 +113,8 @@ class CSSD(nn.Module):
         return self.aux(self.pixel_features(spectra))
 
     def _standardise(self, spectra: torch.Tensor) -> torch.Tensor:
-        z = torch.nan_to_num_((spectra - self.band_mean).div_(self.band_std), nan=0.0, posinf=0.0, neginf=0.0)
-        return z @ self.decorrelation if self.config.decorrelation > 0 else z
+        z = (spectra - self.band_mean).div_(self.band_std)
+        return torch.nan_to_num_(z, nan=0.0, posinf=0.0, neginf=0.0)
 
     def spectral_features(self, x: torch.Tensor) -> torch.Tensor:
         """SpeFE of every pixel: raw [B, S, H, W] -> [B, 256, H, W]."""

@@ -102,7 +102,8 @@ RETIRED = {"spectral_augmentation": False,  # issue 16: no gain on the Berlin fi
            "teacher": "spectral",  # issue 15: a discriminant teacher did not raise the tuning scenes
            "co_training": False,  # issue 15: neither did co-training
            "ema_teacher": 0.0,  # issue 15: nor a moving-average teacher
-           "decorrelation": 0.0}  # issue 15: whitened bands weakened the centre-spectrum classifier
+           "decorrelation": 0.0,  # issue 15: whitened bands weakened the centre-spectrum classifier
+           "labelled_statistics": False}  # issue 15: labelled-only BatchNorm statistics did not raise Berlin
 # the maps --patch auto chose among before the centre-spectrum classifier became a candidate (a saved
 # auto run that does not record ``auto_heads`` chose among these)
 AUTO_HEADS_BEFORE = "window,both"

@@ -121,7 +121,6 @@ class TrainConfig:
     unlabelled: int = 32  # unlabelled windows per step the centre-spectrum head teaches on (0: labels only)
     teacher_threshold: float = 0.8  # the centre-spectrum head's confidence an unlabelled window needs
     self_training: bool = False  # the centre-spectrum head also learns its own confident labels on the strong view
-    labelled_statistics: bool = False  # BatchNorm statistics from labelled windows only (unlabelled: running ones)
     auto_patch: bool = False  # choose model.patch and model.heads by leave-fields-out cross-validation (--patch auto)
     seed: int = 0
     device: str = "auto"

@@ -312,19 +312,6 @@ class UnlabelledWindows:
 
 
 @contextmanager
-def _running_statistics(model: CSSD) -> Iterator[None]:
-    """BatchNorm layers use (and leave unchanged) their running statistics within the block."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
-    for m in norms:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.train()
-
-
-@contextmanager
 def _deterministic() -> Iterator[None]:
     """Deterministic torch algorithms for the block (same seed, same model on a CPU)."""
     before = torch.are_deterministic_algorithms_enabled()
@@ -391,35 +378,21 @@ def fit(model: CSSD, data: TrainingWindows, config: TrainConfig, device: torch.d
                                                         return_inverse=True)
                     weak, weak_where = torch.unique(unlabelled.windows[pick, centre, centre], return_inverse=True)
                     raw += [_spectral_views(unlabelled.spectra[strong], noise, generator), unlabelled.spectra[weak]]
+                feats = model.pixel_features(torch.cat(raw).to(device))
+                windows = feats[where.to(device)]
+                if unlabelled is not None:
+                    offset = pixels.numel()
+                    windows = torch.cat([windows, feats[(strong_where + offset).to(device)]])
+                    teacher = model.aux(feats[(weak_where + offset + strong.numel()).to(device)])
+                patch_logits, aux_logits = model.forward_features(windows.permute(0, 3, 1, 2).contiguous())
                 b = idx.numel()
-                if unlabelled is not None and config.labelled_statistics:
-                    # BatchNorm normalises (and tracks) the labelled windows' statistics alone; the
-                    # unlabelled views, a noisy cluster of one place, pass with the running ones
-                    feats = model.pixel_features(raw[0].to(device))
-                    patch_logits, aux_logits = model.forward_features(
-                        feats[where.to(device)].permute(0, 3, 1, 2).contiguous())
-                    with _running_statistics(model):
-                        feats = model.pixel_features(torch.cat(raw[1:]).to(device))
-                        teacher = model.aux(feats[(weak_where + strong.numel()).to(device)])
-                        strong_windows = feats[strong_where.to(device)]
-                        strong_logits, _ = model.forward_features(strong_windows.permute(0, 3, 1, 2).contiguous())
-                    patch_logits = torch.cat([patch_logits, strong_logits])
-                else:
-                    feats = model.pixel_features(torch.cat(raw).to(device))
-                    windows = feats[where.to(device)]
-                    if unlabelled is not None:
-                        offset = pixels.numel()
-                        strong_windows = feats[(strong_where + offset).to(device)]
-                        windows = torch.cat([windows, strong_windows])
-                        teacher = model.aux(feats[(weak_where + offset + strong.numel()).to(device)])
-                    patch_logits, aux_logits = model.forward_features(windows.permute(0, 3, 1, 2).contiguous())
                 loss = model.loss(patch_logits[:b], aux_logits[:b], data.targets[idx].to(device))
                 if unlabelled is not None:
                     teaching, passed = model.teaching_loss(patch_logits[b:], teacher.detach(),
                                                            config.teacher_threshold)
                     loss = loss + teaching
                     if config.self_training:  # the teacher learns its own confident classes on the strong view
-                        strong_aux = model.aux(strong_windows[:, centre, centre])
+                        strong_aux = model.aux(windows[b:, centre, centre])
                         loss = loss + model.teaching_loss(strong_aux, teacher.detach(), config.teacher_threshold,
                                                           hard=True)[0]
                     taught, drawn = taught + passed, drawn + config.unlabelled
